@@ -1,0 +1,1 @@
+"""Trainable architectures (registry factories)."""

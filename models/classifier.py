@@ -1,0 +1,51 @@
+"""The one interface the engine knows about models.
+
+Every registry entry (log-mel nets, the eGeMAPS SVM, WavLM heads, ensembles)
+is wrapped as a `Classifier`. The engine never sees anything else.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from models.labels import EMOTIONS
+
+SAMPLE_RATE_HZ = 16_000
+
+
+class Classifier(ABC):
+    """Waveforms at 16 kHz in, class probabilities out.
+
+    Subclasses set `name` (registry name or bundle name), `labels` (tuple of
+    class names, the order of the probability columns) and `device`
+    ("cpu", "cuda", "cuda:0"...).
+    """
+
+    name: str = "classifier"
+    labels: tuple[str, ...] = EMOTIONS
+    device: str = "cpu"
+
+    @abstractmethod
+    def predict(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """Classify a batch of clips.
+
+        waveforms: list of float32 mono arrays at 16 kHz in [-1, 1], any lengths.
+        Returns float32 probabilities of shape [batch, len(labels)], rows sum to 1.
+        """
+
+    def warmup(self, seconds: float = 1.0) -> None:
+        """Run one prediction on generated audio so the first real call is not slow."""
+        rng = np.random.default_rng(0)
+        clip = (0.01 * rng.standard_normal(int(seconds * SAMPLE_RATE_HZ))).astype(np.float32)
+        self.predict([clip])
+
+    def describe(self) -> str:
+        """One line for logs and the status bar."""
+        return f"{self.name} on {self.device}"
+
+    @property
+    def checkpoint_hash(self) -> str:
+        """Short hash identifying the weights (empty when untrained / not from a bundle)."""
+        return ""

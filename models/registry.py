@@ -1,0 +1,106 @@
+"""Model registry: name -> factory, imported lazily.
+
+Two things live here:
+* `build_model(name, **args)` builds a trainable architecture (an nn.Module, or
+  the scikit-learn baseline) from its registry name; `python -m train` uses it.
+* `load_classifier(path)` turns a trained bundle folder (single model, SVM or
+  ensemble) into a `Classifier`; the engine uses it.
+
+Unknown names raise `UnknownModelError`, whose message lists the choices.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class UnknownModelError(KeyError):
+    """Raised for a model name the registry does not know; lists the choices."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "unknown model"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry.
+
+    factory: "package.module:callable" imported on first use.
+    family: "logmel" (log-mel front end), "ssl" (pretrained backbone on raw
+        audio), "classical" (scikit-learn on eGeMAPS functionals).
+    defaults: constructor keyword arguments that define this entry (e.g. the
+        Conformer V3.2 kernel size); caller arguments override them.
+    summary: one line for --help and reports.
+    """
+
+    name: str
+    factory: str
+    family: str
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self) -> Callable[..., Any]:
+        module_name, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+_SPECS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _SPECS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def available(family: str | None = None) -> list[str]:
+    """Registered names, optionally only one family."""
+    return sorted(n for n, s in _SPECS.items() if family is None or s.family == family)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; choose one of: {', '.join(available())}"
+        ) from None
+
+
+def build_model(name: str, **args: Any) -> Any:
+    """Build an untrained model by registry name; `args` override the entry's defaults."""
+    spec = get_spec(name)
+    return spec.resolve()(**{**spec.defaults, **args})
+
+
+def load_classifier(path: str, device: str | None = None) -> Any:
+    """Load any trained bundle folder (single, SVM or ensemble) as a warmed-up Classifier."""
+    from models.bundle import load_bundle_classifier
+
+    return load_bundle_classifier(path, device=device)
+
+
+for _spec in (
+    ModelSpec("cnn", "models.arch.cnn:build", "logmel", "log-mel CNN baseline"),
+    ModelSpec("transformer", "models.arch.transformer:build", "logmel",
+              "log-mel Transformer encoder baseline"),
+    ModelSpec("conformer-v1", "models.arch.conformer:build", "logmel",
+              "baseline log-mel Conformer", {"dropout": 0.1, "conv_kernel_size": 15}),
+    ModelSpec("conformer-v3.1", "models.arch.conformer:build", "logmel",
+              "log-mel Conformer, trained with Mixup + label smoothing 0.05, dropout 0.3",
+              {"dropout": 0.3, "conv_kernel_size": 15}),
+    ModelSpec("conformer-v3.2", "models.arch.conformer:build", "logmel",
+              "log-mel Conformer with a large depthwise kernel (for sad/fear)",
+              {"dropout": 0.3, "conv_kernel_size": 31}),
+    ModelSpec("doublestream-v4", "models.arch.doublestream:build", "logmel",
+              "log-mel Conformer branch fused with an eGeMAPS functionals branch"),
+    ModelSpec("egemaps-svm", "models.svm:build", "classical",
+              "eGeMAPS (88 functionals) + RBF SVM reference baseline"),
+    ModelSpec("wavlm-ultimate", "models.arch.ssl_heads:build_wavlm_ultimate", "ssl",
+              "WavLM layer-weighted sum + BiLSTM + attention pooling, focal loss"),
+    ModelSpec("wav2vec2-bilstm", "models.arch.ssl_heads:build_wav2vec2_bilstm", "ssl",
+              "fine-tuned Wav2Vec2 (top layers) + BiLSTM head"),
+):
+    register(_spec)
