@@ -1,0 +1,191 @@
+"""VED - Voice Emotion Detective: real-time speech emotion monitor.
+
+    python main.py                         # desktop monitor (GUI)
+    python main.py --headless              # default microphone, results in the terminal
+    python main.py --headless --input talk.wav --pace fast --out session.jsonl
+    python main.py --list-devices
+    python main.py --export-csv session.jsonl [session.csv]
+
+Exit codes: 0 ok, 1 unexpected internal error, 2 user error (bad file, device, model folder,
+output path or option value), 130 interrupted before the session started.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="VED: live speech emotion recognition (6 classes: anger, disgust, "
+        "fear, happy, neutral, sad) from a microphone or an audio file.",
+        epilog="Times are in milliseconds unless the option name says otherwise. Timelines are JSON Lines "
+               "files, one record per line, written and synced as results arrive.")
+    mode = parser.add_argument_group("mode")
+    mode.add_argument("--headless", action="store_true", help="no window: print results in the terminal")
+    mode.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    mode.add_argument("--export-csv", nargs="+", metavar=("TIMELINE", "CSV"),
+                      help="export a session timeline (.jsonl) to CSV (default: same name, .csv) and exit")
+    mode.add_argument("--review", metavar="TIMELINE", help="GUI: open a recorded session for review")
+    src = parser.add_argument_group("input")
+    src.add_argument("--input", metavar="FILE", help="replay an audio file (wav, flac, ogg; any rate) "
+                     "instead of the microphone")
+    src.add_argument("--pace", choices=("realtime", "fast"), default="realtime",
+                     help="file replay speed: realtime (like a live microphone; default) or fast (as fast as "
+                          "the models allow, nothing dropped)")
+    src.add_argument("--device", metavar="INDEX|NAME", help="input device: index or part of its name "
+                     "(see --list-devices); default: the system's default input")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", metavar="PATH", help="timeline file (default: $XDG_DATA_HOME/ved/sessions/"
+                     "ved-YYYYmmdd-HHMMSS.jsonl, i.e. ~/.local/share/ved/sessions)")
+    out.add_argument("--show-partials", action="store_true",
+                     help="headless: also print the live partial-window results")
+    models = parser.add_argument_group("models")
+    models.add_argument("--model", metavar="FOLDER|NAME", help="fast model: bundle folder or registry name "
+                        "(default: models/default/, the trained Conformer)")
+    models.add_argument("--primary", metavar="FOLDER", help="accurate model (e.g. WavLM ensemble folder); "
+                        "the fast model takes over whenever it misses the latency budget")
+    models.add_argument("--backbone-dir", metavar="FOLDER", help="local pretrained backbone folder for "
+                        "--primary (overrides the one recorded in the ensemble)")
+    models.add_argument("--compute", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where models run (auto: CUDA when available)")
+    models.add_argument("--latency-budget-ms", type=float, default=300.0,
+                        help="p95 end-of-utterance-to-result latency the primary must keep (ms; default 300)")
+    win = parser.add_argument_group("live windows and voice activity detection")
+    win.add_argument("--hop-ms", type=int, default=500, help="time between live partial windows (ms; default 500)")
+    win.add_argument("--window-ms", type=int, default=2000, help="length of a live partial window (ms; "
+                     "default 2000)")
+    win.add_argument("--no-partials", action="store_true", help="classify whole utterances only")
+    win.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3),
+                     help="WebRTC VAD aggressiveness, 0 (keeps most) to 3 (strictest); default 2")
+    win.add_argument("--hangover-ms", type=int, default=450,
+                     help="silence that ends an utterance (ms; default 450)")
+    win.add_argument("--min-utterance-ms", type=int, default=300,
+                     help="shorter utterances are ignored (ms; default 300)")
+    win.add_argument("--max-utterance-ms", type=int, default=10000,
+                     help="longer speech is cut into pieces of this length (ms; default 10000)")
+    gui = parser.add_argument_group("window")
+    gui.add_argument("--plot-window-s", type=float, help="GUI: seconds of history in the live plot")
+    return parser
+
+
+def engine_config(args: argparse.Namespace):
+    """Frozen configs from the arguments; ValueError (one line) for bad values."""
+    from realtime.engine import EngineConfig
+    from realtime.vad import SegmenterConfig
+
+    vad = SegmenterConfig(aggressiveness=args.vad_aggressiveness, hangover_ms=args.hangover_ms,
+                          tail_ms=min(SegmenterConfig.tail_ms, max(args.hangover_ms, 0)),
+                          min_utterance_ms=args.min_utterance_ms, max_utterance_ms=args.max_utterance_ms)
+    return EngineConfig(hop_ms=args.hop_ms, window_ms=args.window_ms,
+                        min_window_ms=min(EngineConfig.min_window_ms, max(args.window_ms, 0)),
+                        partials_enabled=not args.no_partials, latency_budget_ms=args.latency_budget_ms,
+                        compute_device=args.compute, vad=vad)
+
+
+def export_csv_command(paths: list[str]) -> int:
+    from realtime.timeline import export_csv, load_timeline
+
+    if len(paths) > 2:
+        raise ValueError("--export-csv takes a timeline and optionally a CSV path")
+    source = Path(paths[0])
+    target = Path(paths[1]) if len(paths) == 2 else source.with_suffix(".csv")
+    session = load_timeline(source)
+    rows = export_csv(session, target)
+    note = "" if session.complete else " (session did not end cleanly; exported what was recorded)"
+    print(f"wrote {rows} predictions to {target}{note}")
+    return EXIT_OK
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    from realtime.console import ConsolePrinter
+    from realtime.timeline import check_writable, default_timeline_path
+    from realtime.wiring import build_engine, load_model, open_source, resolve_bundle_dir
+
+    cfg = engine_config(args)
+    # Cheap checks first: a bad file, device or output path is reported before models load.
+    source = open_source(args.input, args.device, pace=args.pace)
+    args.out = args.out or str(default_timeline_path())
+    check_writable(Path(args.out))
+    fallback = load_model(args.model, args.compute)
+    printer = ConsolePrinter(show_partials=args.show_partials)
+    engine = build_engine(source, fallback, cfg, args.out, printer, primary_dir=args.primary,
+                          backbone_dir=args.backbone_dir, compute=args.compute,
+                          fallback_dir=resolve_bundle_dir(args.model))
+    print(f"timeline: {engine.timeline.path}", file=sys.stderr, flush=True)
+    interrupted = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: interrupted.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        engine.start()
+        while not interrupted.is_set() and not engine.wait(0.2):
+            pass
+    finally:
+        summary = engine.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    printer.print_summary(summary)
+    if interrupted.is_set():
+        print("stopped by signal; timeline complete", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_gui_mode(args: argparse.Namespace) -> int:
+    try:
+        from gui.app import run_gui
+    except ImportError as err:
+        raise ValueError(f"the desktop window is unavailable ({err}); use --headless") from None
+    from realtime.wiring import gui_engine_factory
+
+    gui_args = argparse.Namespace(
+        device=args.device, file=args.input, model="wavlm-ensemble" if args.primary else "conformer",
+        window_s=args.plot_window_s, sessions_dir=str(Path(args.out).parent) if args.out else None,
+        ensemble_dir=args.primary, backbone_dir=args.backbone_dir, session=args.review)
+    return run_gui(gui_engine_factory(engine_config(args), args.model, args.compute), gui_args)
+
+
+# Exceptions meaning a user mistake (one-line message, exit 2). Looked up only in modules
+# already imported: an error of a module's type implies it was loaded (no torch import
+# just to report a typo). AudioFileError, DeviceError and config errors are ValueErrors.
+USER_ERRORS = (("models.bundle", "BundleError"), ("models.registry", "UnknownModelError"),
+               ("realtime.engine", "EngineError"), ("realtime.timeline", "TimelineError"))
+
+
+def is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, ValueError):
+        return True
+    for module_name, class_name in USER_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, class_name)):
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list_devices:
+            from realtime.sources import format_device_table
+
+            print(format_device_table())
+            return EXIT_OK
+        if args.export_csv:
+            return export_csv_command(args.export_csv)
+        return run_headless(args) if args.headless else run_gui_mode(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if is_user_error(exc):
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_USER
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""DoubleStream V4 (registry: doublestream-v4): log-mel Conformer branch + eGeMAPS functionals branch.
+
+wave [B, T], lengths [B] -> ConformerEncoder -> a [B, d_model]
+egemaps [B, 88] -> standardise (fitted buffers) -> MLP -> e [B, egemaps_hidden]
+fusion "concat": [a; e] -> MLP -> logits [B, 6]
+fusion "gated":  e' = W e; g = sigmoid(W_g [a; e']); g * a + (1 - g) * e' -> MLP -> logits [B, 6]
+
+The two streams see complementary evidence: the Conformer learns spectral
+and temporal patterns, eGeMAPS gives utterance-level prosody (pitch, loudness,
+jitter/shimmer statistics) that a short-context net finds hard to estimate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.arch.blocks import LogMelModel, build_config
+from models.arch.conformer import ConformerConfig, ConformerEncoder
+from models.egemaps import EGEMAPS_DIM
+from models.features import LogMelFrontend
+from models.labels import NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class DoubleStreamConfig:
+    """Conformer branch fields (as ConformerConfig) plus the eGeMAPS branch and fusion."""
+
+    n_mels: int = 64
+    d_model: int = 112
+    n_blocks: int = 3
+    n_heads: int = 4
+    ff_mult: int = 2
+    conv_kernel_size: int = 15
+    subsampling_channels: int = 48
+    dropout: float = 0.2
+    pos_enc: str = "relative"
+    max_relative_frames: int = 64
+    pooling: str = "attention"
+    spec_augment: bool = True
+    freq_mask_bins: int = 8
+    time_mask_frames: int = 20
+    egemaps_hidden: int = 64
+    egemaps_dropout: float = 0.2
+    fusion: str = "concat"
+
+    def __post_init__(self) -> None:
+        if self.egemaps_hidden < 1:
+            raise ValueError(f"egemaps_hidden must be >= 1, got {self.egemaps_hidden}")
+        if not 0.0 <= self.egemaps_dropout < 1.0:
+            raise ValueError(f"egemaps_dropout must be in [0, 1), got {self.egemaps_dropout}")
+        if self.fusion not in ("concat", "gated"):
+            raise ValueError(f"fusion must be 'concat' or 'gated', got {self.fusion!r}")
+        self.conformer_config()  # validates the shared Conformer fields
+
+    def conformer_config(self) -> ConformerConfig:
+        names = {f.name for f in fields(ConformerConfig)}
+        return ConformerConfig(**{k: v for k, v in self.__dict__.items() if k in names})
+
+
+class DoubleStreamClassifier(LogMelModel):
+    """wave [B, T], lengths [B], egemaps [B, 88] (required) -> logits [B, 6]."""
+
+    needs_egemaps = True
+
+    def __init__(self, config: DoubleStreamConfig | None = None) -> None:
+        super().__init__(config or DoubleStreamConfig())
+        cfg = self.config
+        self.encoder = ConformerEncoder(cfg.conformer_config())
+        self.register_buffer("egemaps_mean", torch.zeros(EGEMAPS_DIM))
+        self.register_buffer("egemaps_std", torch.ones(EGEMAPS_DIM))
+        hidden = cfg.egemaps_hidden
+        self.egemaps_branch = nn.Sequential(
+            nn.Linear(EGEMAPS_DIM, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(cfg.egemaps_dropout),
+            nn.Linear(hidden, hidden), nn.SiLU())
+        if cfg.fusion == "gated":
+            self.egemaps_proj = nn.Linear(hidden, cfg.d_model)
+            self.gate = nn.Linear(2 * cfg.d_model, cfg.d_model)
+            fused = cfg.d_model
+        else:
+            self.egemaps_proj = None
+            self.gate = None
+            fused = cfg.d_model + hidden
+        self.head = nn.Sequential(nn.Linear(fused, cfg.d_model), nn.SiLU(), nn.Dropout(cfg.dropout),
+                                  nn.Linear(cfg.d_model, NUM_CLASSES))
+
+    @property
+    def frontend(self) -> LogMelFrontend:
+        return self.encoder.frontend
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor,
+                egemaps: torch.Tensor | None = None) -> torch.Tensor:
+        if egemaps is None:
+            raise ValueError("doublestream-v4 needs eGeMAPS functionals: pass egemaps [B, 88]")
+        if egemaps.shape != (wave.shape[0], EGEMAPS_DIM):
+            raise ValueError(f"egemaps must be [{wave.shape[0]}, {EGEMAPS_DIM}], got {tuple(egemaps.shape)}")
+        audio = self.encoder(wave, lengths)  # [B, d_model]
+        prosody = self.egemaps_branch((egemaps.float() - self.egemaps_mean) / self.egemaps_std)
+        if self.gate is None:
+            return self.head(torch.cat([audio, prosody], dim=-1))
+        projected = self.egemaps_proj(prosody)  # [B, d_model]
+        gate = torch.sigmoid(self.gate(torch.cat([audio, projected], dim=-1)))
+        return self.head(gate * audio + (1.0 - gate) * projected)
+
+    def fit_normalisation(self, waves: Sequence[np.ndarray], egemaps: np.ndarray | None = None) -> None:
+        """Fit log-mel stats on `waves` and eGeMAPS mean/std on `egemaps` [N, 88] (required)."""
+        if egemaps is None:
+            raise ValueError("doublestream-v4 needs the training eGeMAPS functionals to fit its normalisation")
+        values = np.asarray(egemaps, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != EGEMAPS_DIM or values.shape[0] == 0:
+            raise ValueError(f"egemaps must be [N, {EGEMAPS_DIM}] with N >= 1, got {values.shape}")
+        super().fit_normalisation(waves, None)
+        std = values.std(axis=0)
+        std[std < 1e-6] = 1.0  # constant features: leave them centred but unscaled
+        self.egemaps_mean.copy_(torch.from_numpy(values.mean(axis=0)).float())
+        self.egemaps_std.copy_(torch.from_numpy(std).float())
+
+
+def build(**args: Any) -> DoubleStreamClassifier:
+    """Registry factory: keyword args are DoubleStreamConfig fields."""
+    return DoubleStreamClassifier(build_config(DoubleStreamConfig, "doublestream", args))

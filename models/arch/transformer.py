@@ -1,0 +1,86 @@
+"""Plain Transformer encoder on log-mel frames (registry: transformer), a baseline for the Conformer.
+
+wave [B, T] -> LogMelFrontend -> [B, F, n_mels] -> conv2d subsampling x4 -> [B, F/4, d_model]
+-> + sinusoidal positions -> nn.TransformerEncoder (pre-norm, padding mask)
+-> masked attention/mean pooling -> MLP -> logits [B, 6].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, make_frontend, make_pooling,
+                                pool, sinusoidal_positions, valid_mask)
+from models.features import LogMelFrontend
+from models.labels import NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Transformer hyper-parameters (all JSON-serialisable; they are the model args)."""
+
+    n_mels: int = 64
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    ff_mult: int = 2
+    subsampling_channels: int = 64
+    dropout: float = 0.1
+    pooling: str = "attention"
+    spec_augment: bool = True
+    freq_mask_bins: int = 8
+    time_mask_frames: int = 20
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads or self.d_model % 2:
+            raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
+        if self.n_layers < 1 or self.ff_mult < 1 or self.subsampling_channels < 1:
+            raise ValueError("n_layers, ff_mult and subsampling_channels must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pooling not in ("attention", "mean"):
+            raise ValueError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}")
+
+
+class TransformerClassifier(LogMelModel):
+    """wave [B, T] float32, lengths [B] int64 samples -> logits [B, 6]."""
+
+    needs_egemaps = False
+
+    def __init__(self, config: TransformerConfig | None = None) -> None:
+        super().__init__(config or TransformerConfig())
+        cfg = self.config
+        self._frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins, cfg.time_mask_frames)
+        self.subsample = ConvSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_model * cfg.ff_mult, cfg.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        # enable_nested_tensor=False: the sparse fast path returns zeros at padded
+        # positions in eval but not in training; keep one behaviour.
+        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.LayerNorm(cfg.d_model),
+                                             enable_nested_tensor=False)
+        self.pooling = make_pooling(cfg.pooling, cfg.d_model)
+        self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Dropout(cfg.dropout),
+                                  nn.Linear(cfg.d_model, NUM_CLASSES))
+
+    @property
+    def frontend(self) -> LogMelFrontend:
+        return self._frontend
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor,
+                egemaps: torch.Tensor | None = None) -> torch.Tensor:
+        """egemaps is accepted for the common signature and ignored."""
+        feats = self._frontend(wave, lengths)
+        x, frame_lengths = self.subsample(feats.features, feats.frame_lengths)
+        x = self.input_dropout(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
+        mask = valid_mask(frame_lengths, x.shape[1])
+        x = self.encoder(x, src_key_padding_mask=~mask)
+        return self.head(pool(self.pooling, x, mask))
+
+
+def build(**args: Any) -> TransformerClassifier:
+    """Registry factory: keyword args are TransformerConfig fields."""
+    return TransformerClassifier(build_config(TransformerConfig, "transformer", args))

@@ -1,0 +1,76 @@
+"""`TorchClassifier`: any trainable VED nn.Module (log-mel or SSL) as a `Classifier`.
+
+The module follows the model contract in docs/architecture.md:
+forward(wave [B, T], lengths [B], egemaps [B, 88] | None) -> logits [B, 6].
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.classifier import SAMPLE_RATE_HZ, Classifier
+from models.features import pad_batch
+from models.labels import EMOTIONS
+
+
+class TorchClassifier(Classifier):
+    """Pads the batch, builds lengths, adds eGeMAPS when the model needs them, returns softmax probs.
+
+    device: chosen once ("cuda" when available else "cpu" unless given); the
+    model is moved there once. On CUDA the host batch is pinned so the copy
+    can be asynchronous.
+    """
+
+    def __init__(self, model: nn.Module, name: str, device: str | None = None,
+                 checkpoint_hash: str = "") -> None:
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.name = name
+        self.labels = EMOTIONS
+        self._checkpoint_hash = checkpoint_hash
+        self._pin = self.device.startswith("cuda")
+        self._needs_egemaps = bool(getattr(model, "needs_egemaps", False))
+
+    @property
+    def checkpoint_hash(self) -> str:
+        return self._checkpoint_hash
+
+    def predict(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """list of float32 16 kHz mono arrays -> float32 probabilities [B, 6]."""
+        if len(waveforms) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        arrays = [_as_mono(w) for w in waveforms]
+        wave, lengths = pad_batch(arrays, device=self.device, pin_memory=self._pin)
+        egemaps = None
+        if self._needs_egemaps:
+            from models.egemaps import egemaps_batch
+
+            functionals = torch.from_numpy(egemaps_batch(arrays))
+            if self._pin:
+                functionals = functionals.pin_memory()
+            egemaps = functionals.to(self.device, non_blocking=self._pin)
+        with torch.inference_mode():
+            logits = self.model(wave, lengths, egemaps)
+            probs = torch.softmax(logits.float(), dim=-1)
+        return probs.cpu().numpy().astype(np.float32, copy=False)
+
+    def warmup(self, seconds: float = 2.5, repeats: int = 3) -> None:
+        """A few passes on generated audio: the first CPU calls pay for kernel/primitive setup."""
+        rng = np.random.default_rng(0)
+        clip = (0.01 * rng.standard_normal(int(seconds * SAMPLE_RATE_HZ))).astype(np.float32)
+        for _ in range(repeats):
+            self.predict([clip])
+
+    def describe(self) -> str:
+        suffix = f" [{self._checkpoint_hash}]" if self._checkpoint_hash else ""
+        return f"{self.name} on {self.device}{suffix}"
+
+
+def _as_mono(wave: np.ndarray) -> np.ndarray:
+    array = np.asarray(wave, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"expected a 1-D mono waveform, got shape {array.shape}")
+    return array

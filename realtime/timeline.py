@@ -1,0 +1,284 @@
+"""Session timeline: one JSON object per line, written as it happens, reloadable after a crash.
+
+Line 1 is `{"type": "header", ...}`; then, in the order they happen:
+* `{"type": "prediction", ...EmotionPrediction}`: kind "utterance" (final) or "partial" (live window);
+* `{"type": "drops", ...DropNotice, "time_s"}`: cumulative drop counters when they change;
+* `{"type": "status", ...EngineStatus, "wall_utc"}`: engine state changes;
+* `{"type": "summary", ...SessionSummary, "ended_utc"}`: last line of a cleanly stopped session.
+
+Every line is flushed and fsync'd when written, so a crash (even SIGKILL or power loss)
+loses at most the line being written; the reader ignores a torn last line.
+Partial windows stay in the file when the utterance covering them arrives; the reloaded
+`Session.view()` shows the utterance instead of them. Torch-free (the GUI imports it).
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from models.labels import EMOTIONS
+from realtime.types import DropNotice, EmotionPrediction, EngineStatus, SessionSummary
+
+FORMAT_VERSION = 1
+MIN_FREE_BYTES = 5 * 1024 * 1024
+# Partial windows keep coming during the VAD hangover (default 450 ms) after an utterance's
+# last voiced frame; a window ending this long after the utterance still belongs to it.
+DEFAULT_SUPERSEDE_TOLERANCE_S = 0.6
+CSV_COLUMNS = ("start_s", "end_s", "kind", "label", "confidence", *EMOTIONS, "model", "latency_ms")
+
+
+class TimelineError(OSError):
+    """The timeline cannot be written or read; the message is one line for the user."""
+
+
+def utc_now_iso() -> str:
+    """Current UTC time, ISO 8601 with seconds ("2026-11-25T10:21:00Z")."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sessions_dir() -> Path:
+    """The user's session folder: $XDG_DATA_HOME/ved/sessions (default ~/.local/share/ved/sessions)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ved" / "sessions"
+
+
+def default_timeline_path(now: datetime | None = None) -> Path:
+    """sessions_dir()/ved-YYYYmmdd-HHMMSS.jsonl for the given (default: current local) time."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return sessions_dir() / f"ved-{stamp}.jsonl"
+
+
+def check_writable(path: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """Fail now, not an hour into a session: the folder must be creatable/writable with free space."""
+    folder = path.parent
+    if path.is_dir():
+        raise TimelineError(f"timeline path {path} is a folder; give a file name such as {path / 'session.jsonl'}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TimelineError(f"cannot create timeline folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TimelineError(f"timeline folder {folder} is not writable")
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise TimelineError(f"only {free / 1e6:.1f} MB free in {folder}; need at least "
+                            f"{min_free_bytes / 1e6:.0f} MB for the timeline")
+
+
+class TimelineWriter:
+    """Append-only JSONL writer; thread-safe; every line flushed and fsync'd.
+
+    header: free-form settings (input, model, VAD, engine, app version...); the writer adds
+    type, format_version and started_utc. Raises TimelineError when the file cannot be created.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        check_writable(self.path)
+        self._lock = threading.Lock()
+        try:
+            self._file = open(self.path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise TimelineError(f"cannot write timeline {self.path}: {exc.strerror or exc}") from None
+        self.lines_written = 0
+        self.append({"type": "header", "format_version": FORMAT_VERSION, "started_utc": utc_now_iso(),
+                     **header})
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record as one line, then flush and fsync; ignored once closed."""
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=_json_default) + "\n"
+        with self._lock:
+            if self._file.closed:
+                return
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.lines_written += 1
+
+    def write_prediction(self, prediction: EmotionPrediction) -> None:
+        self.append({"type": "prediction", **prediction.to_dict()})
+
+    def write_drops(self, notice: DropNotice, time_s: float, reason: str = "") -> None:
+        self.append({"type": "drops", "time_s": round(time_s, 3), "partial_windows": notice.partial_windows,
+                     "utterances": notice.utterances, "audio_blocks": notice.audio_blocks, "reason": reason})
+
+    def write_status(self, status: EngineStatus) -> None:
+        self.append({"type": "status", "wall_utc": utc_now_iso(), "state": status.state,
+                     "message": status.message, "model": status.model,
+                     "fallback_active": status.fallback_active})
+
+    def write_summary(self, summary: SessionSummary) -> None:
+        self.append({"type": "summary", "ended_utc": utc_now_iso(), **summary.to_dict()})
+
+    def close(self) -> None:
+        """Idempotent."""
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self) -> "TimelineWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and paths -> JSON types (NaN/inf are refused by allow_nan=False)."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot write {type(value).__name__} to the timeline")
+
+
+@dataclass
+class Session:
+    """A reloaded timeline.
+
+    predictions: every prediction line in file order (utterances and partials);
+    superseded: per prediction, True for a partial window replaced by the utterance covering it;
+    drops/statuses: raw records; summary: the summary record, None when the session did
+    not stop cleanly; torn_lines: unparseable lines skipped (0 or 1 after a crash).
+    """
+
+    path: Path
+    header: dict[str, Any]
+    predictions: list[EmotionPrediction] = field(default_factory=list)
+    superseded: list[bool] = field(default_factory=list)
+    drops: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    torn_lines: int = 0
+
+    def utterances(self) -> list[EmotionPrediction]:
+        return [p for p in self.predictions if p.kind == "utterance"]
+
+    def partials(self) -> list[EmotionPrediction]:
+        """Every partial window in the file, superseded or not."""
+        return [p for p in self.predictions if p.kind == "partial"]
+
+    def view(self) -> list[EmotionPrediction]:
+        """What a reviewer sees: utterances, plus partials no utterance replaced, in file order."""
+        return [p for p, gone in zip(self.predictions, self.superseded) if not gone]
+
+    @property
+    def complete(self) -> bool:
+        """True when the session ended with a summary line."""
+        return self.summary is not None
+
+    @property
+    def duration_s(self) -> float:
+        return max((p.end_s for p in self.predictions), default=0.0)
+
+
+def mark_superseded(predictions: list[EmotionPrediction],
+                    tolerance_s: float = DEFAULT_SUPERSEDE_TOLERANCE_S) -> list[bool]:
+    """For each prediction, True if it is a partial window replaced by an utterance.
+
+    A window is replaced when it starts inside an utterance's span (contiguous pieces of a
+    monologue cut at max length are merged) and ends at most `tolerance_s` after it: windows
+    keep coming during the VAD hangover, after the utterance's last voiced frame.
+    O((U + P) log U).
+    """
+    spans = sorted((p.start_s, p.end_s) for p in predictions if p.kind == "utterance")
+    merged: list[list[float]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1] + 1e-3:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    starts = [span[0] for span in merged]
+    flags = []
+    for p in predictions:
+        if p.kind != "partial":
+            flags.append(False)
+            continue
+        i = bisect.bisect_right(starts, p.start_s + 1e-3) - 1
+        flags.append(i >= 0 and p.start_s < merged[i][1] and p.end_s <= merged[i][1] + tolerance_s)
+    return flags
+
+
+def _supersede_tolerance(header: dict[str, Any]) -> float:
+    """The session's VAD hangover (+0.1 s for frame rounding) when the header records it."""
+    vad = header.get("vad")
+    hangover_ms = vad.get("hangover_ms") if isinstance(vad, dict) else None
+    if isinstance(hangover_ms, (int, float)) and hangover_ms >= 0:
+        return hangover_ms / 1000.0 + 0.1
+    return DEFAULT_SUPERSEDE_TOLERANCE_S
+
+
+def load_timeline(path: str | os.PathLike) -> Session:
+    """Read a timeline; skips torn/unparseable lines (counted), raises TimelineError when unusable."""
+    path = Path(path)
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise TimelineError(f"cannot read timeline {path}: {exc.strerror or exc}") from None
+    records, torn = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn += 1
+    if not records or records[0].get("type") != "header":
+        raise TimelineError(f"{path} is not a VED timeline (no header line)")
+    session = Session(path=path, header=records[0], torn_lines=torn)
+    build = EmotionPrediction.from_dict
+    for record in records[1:]:
+        kind = record.get("type")
+        if kind == "prediction":
+            try:
+                session.predictions.append(build(record))
+            except TypeError:
+                session.torn_lines += 1
+        elif kind == "drops":
+            session.drops.append(record)
+        elif kind == "status":
+            session.statuses.append(record)
+        elif kind == "summary":
+            session.summary = record
+    session.superseded = mark_superseded(session.predictions, _supersede_tolerance(session.header))
+    return session
+
+
+class TimelineReader:
+    """Namespace kept for the documented contract: `TimelineReader.load(path) -> Session`."""
+
+    load = staticmethod(load_timeline)
+
+
+def export_csv(session: Session, path: str | os.PathLike) -> int:
+    """One row per prediction (all kinds, file order) with CSV_COLUMNS; returns rows written."""
+    path = Path(path)
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for p in session.predictions:
+                writer.writerow([f"{p.start_s:.3f}", f"{p.end_s:.3f}", p.kind, p.label, f"{p.confidence:.4f}",
+                                 *(f"{p.probs.get(name, 0.0):.4f}" for name in EMOTIONS),
+                                 p.model, f"{p.latency_ms:.1f}"])
+    except OSError as exc:
+        raise TimelineError(f"cannot write CSV {path}: {exc.strerror or exc}") from None
+    return len(session.predictions)

@@ -1,0 +1,159 @@
+"""Building a ready-to-start Engine from user choices; shared by main.py, the GUI factory and bench/.
+
+Torch is imported only when a model is actually loaded, so `main.py --help`,
+`--list-devices` and `--export-csv` stay fast.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from models.classifier import Classifier
+from realtime.engine import Engine, EngineConfig
+from realtime.source import TARGET_RATE_HZ, AudioSource
+from realtime.timeline import TimelineWriter, default_timeline_path
+
+APP_VERSION = "0.1.0"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "default"
+GUI_MODEL_CHOICES = ("conformer", "wavlm-ensemble")
+
+
+def torch_device(compute: str) -> str | None:
+    """--compute value -> device for the model loaders (None lets them pick cuda when present)."""
+    return None if compute == "auto" else compute
+
+
+def resolve_bundle_dir(spec: str | os.PathLike | None) -> Path:
+    """A bundle folder, or a registry name whose trained bundle lives in models/<name>/.
+
+    None or "conformer" -> the default bundle (models/default/). Raises BundleError.
+    """
+    from models.bundle import BundleError
+
+    if spec is None or str(spec) in ("", "conformer", "default"):
+        path = DEFAULT_BUNDLE_DIR
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists() and os.sep not in str(spec):
+            from models.registry import UnknownModelError, get_spec
+
+            try:
+                get_spec(str(spec))
+            except UnknownModelError as err:
+                raise BundleError(f"--model {spec!r} is neither a bundle folder nor a registry name ({err})") from None
+            path = REPO_ROOT / "models" / str(spec)
+            if not path.exists():
+                raise BundleError(f"no trained bundle for registry model {spec!r} (looked in {path}); "
+                                  "pass the bundle folder written by `python -m train`")
+    if not path.exists():
+        raise BundleError(f"model bundle not found: {path} (train one with `python -m train`, "
+                          "or pass --model FOLDER)")
+    return path
+
+
+def load_model(spec: str | os.PathLike | None, compute: str = "auto",
+               backbone_dir: str | None = None) -> Classifier:
+    """Load a bundle or ensemble folder as a warmed-up Classifier; raises BundleError (one line)."""
+    folder = resolve_bundle_dir(spec)
+    if (folder / "ensemble.json").is_file():
+        from models.ensemble import load_ensemble
+
+        return load_ensemble(folder, device=torch_device(compute), backbone_dir=backbone_dir)
+    from models.bundle import load_bundle_classifier
+
+    return load_bundle_classifier(folder, device=torch_device(compute))
+
+
+def primary_loader(primary_dir: str | os.PathLike, compute: str = "auto",
+                   backbone_dir: str | None = None) -> Callable[[], Classifier]:
+    """Deferred loading of the accurate model: the engine calls it in start(), and a failure
+    becomes one status message while the session runs on the fallback."""
+    def load() -> Classifier:
+        return load_model(str(primary_dir), compute=compute, backbone_dir=backbone_dir)
+
+    load.name = Path(primary_dir).name  # type: ignore[attr-defined]  (shown in the status message)
+    return load
+
+
+def make_source(source: str | int | None, pace: str = "realtime", file_block_ms: int = 100) -> AudioSource:
+    """str path -> FileSource; int index / None (default) -> MicrophoneSource.
+    Raises AudioFileError or DeviceError (one line)."""
+    from realtime.sources import FileSource, MicrophoneSource
+
+    if isinstance(source, (str, os.PathLike)) and not str(source).strip().isdigit():
+        return FileSource(source, pace=pace, block_ms=file_block_ms)
+    return MicrophoneSource(source)
+
+
+def open_source(input_path: str | os.PathLike | None, device: str | int | None, pace: str = "realtime",
+                file_block_ms: int = 100) -> AudioSource:
+    """--input FILE -> FileSource; else the microphone chosen by --device (index, digits or name
+    part; None = default input). Raises AudioFileError or DeviceError (one line)."""
+    from realtime.sources import FileSource, MicrophoneSource
+
+    if input_path:
+        return FileSource(input_path, pace=pace, block_ms=file_block_ms)
+    if isinstance(device, str) and device.strip().isdigit():
+        device = int(device)
+    return MicrophoneSource(device)
+
+
+def session_header(source: AudioSource, fallback: Classifier, cfg: EngineConfig,
+                   primary_dir: str | os.PathLike | None, compute: str,
+                   fallback_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The timeline header fields (TimelineWriter adds type, format_version, started_utc)."""
+    info = getattr(source, "info", None)
+    return {
+        "app": "VED", "app_version": APP_VERSION,
+        "input": source.description,
+        "input_kind": "microphone" if source.is_live else "file",
+        "input_path": getattr(info, "path", None),
+        "sample_rate_hz": TARGET_RATE_HZ,
+        "model": {"name": fallback.name, "checkpoint_hash": fallback.checkpoint_hash,
+                  "device": fallback.device, "bundle": str(fallback_dir) if fallback_dir else None},
+        "primary_model": {"bundle": str(primary_dir)} if primary_dir else None,
+        "fallback_model": fallback.name if primary_dir else None,
+        "compute": compute,
+        "vad": asdict(cfg.vad),
+        "engine": cfg.to_dict(),
+    }
+
+
+def build_engine(source: AudioSource, fallback: Classifier, cfg: EngineConfig,
+                 timeline_path: str | os.PathLike | None, listener: Callable[[object], None] | None,
+                 primary_dir: str | os.PathLike | None = None, backbone_dir: str | None = None,
+                 compute: str = "auto", fallback_dir: str | os.PathLike | None = None) -> Engine:
+    """Open the timeline (checks the location now; raises TimelineError) and build the Engine."""
+    path = Path(timeline_path) if timeline_path else default_timeline_path()
+    header = session_header(source, fallback, cfg, primary_dir, compute, fallback_dir)
+    timeline = TimelineWriter(path, header)
+    primary = primary_loader(primary_dir, compute, backbone_dir) if primary_dir else None
+    return Engine(source, fallback, cfg, primary=primary, timeline=timeline, listener=listener)
+
+
+def gui_engine_factory(cfg: EngineConfig, fallback_spec: str | None = None,
+                       compute: str = "auto") -> Callable[..., Engine]:
+    """The factory gui/app.py expects:
+    factory(source, model_choice, listener, *, timeline_path, ensemble_dir=None, backbone_dir=None) -> Engine.
+    The fallback bundle is loaded once and reused across sessions."""
+    cache: dict[str, Classifier] = {}
+
+    def factory(source: str | int | None, model_choice: str, listener: Callable[[object], None], *,
+                timeline_path: str | os.PathLike, ensemble_dir: str | None = None,
+                backbone_dir: str | None = None) -> Engine:
+        if model_choice not in GUI_MODEL_CHOICES:
+            raise ValueError(f"unknown model choice {model_choice!r}; choose {' or '.join(GUI_MODEL_CHOICES)}")
+        audio = make_source(source, pace="realtime")
+        if "fallback" not in cache:
+            cache["fallback"] = load_model(fallback_spec, compute)
+        primary_dir = ensemble_dir if model_choice == "wavlm-ensemble" else None
+        if model_choice == "wavlm-ensemble" and not ensemble_dir:
+            raise ValueError("the WavLM ensemble needs its folder (Settings → Model folders)")
+        return build_engine(audio, cache["fallback"], cfg, timeline_path, listener, primary_dir=primary_dir,
+                            backbone_dir=backbone_dir, compute=compute,
+                            fallback_dir=resolve_bundle_dir(fallback_spec))
+
+    return factory

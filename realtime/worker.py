@@ -1,0 +1,179 @@
+"""The engine's inference worker thread: queued spans in, EmotionPredictions out.
+
+It takes utterances first (final results matter most), then partial windows; partial
+windows go to the fallback, utterances to whichever model the FallbackPolicy picks.
+Latency runs from `WorkItem.available_at` (monotonic clock, stamped by the segmentation
+thread when the span's end was available) to the moment the probabilities are ready.
+A primary that raises (including running out of GPU memory) is disabled with one status
+message and the item is re-run on the fallback; the fallback failing on an item is
+reported and the item skipped, the worker carries on.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from models.classifier import Classifier
+from models.labels import EMOTIONS
+from realtime.metrics import SessionMetrics
+from realtime.policy import FALLBACK, PRIMARY, FallbackPolicy, LatencyObservation, PolicySwitch
+from realtime.types import EmotionPrediction, EngineStatus
+
+log = logging.getLogger("ved.engine")
+POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One span to classify. audio: float32 [samples] at 16 kHz; available_at: time.monotonic();
+    cut_at_max: an utterance the segmenter cut at max length (speech goes on)."""
+
+    kind: str
+    start_s: float
+    end_s: float
+    audio: np.ndarray = field(repr=False)
+    available_at: float
+    cut_at_max: bool = False
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError and allocator RuntimeErrors, without importing torch."""
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
+def reorder_to_emotions(labels: tuple[str, ...]) -> np.ndarray | None:
+    """Column indices mapping a classifier's label order to EMOTIONS (None when identical)."""
+    if tuple(labels) == EMOTIONS:
+        return None
+    missing = set(EMOTIONS) - set(labels)
+    if missing:
+        raise ValueError(f"classifier labels {labels} lack {sorted(missing)}")
+    return np.array([list(labels).index(name) for name in EMOTIONS])
+
+
+class InferenceWorker:
+    """Runs in its own thread (`run`). Talks to the engine only through the two bounded
+    queues, the events, and `publish` (which writes the timeline and calls the listener).
+
+    is_stale(item) -> True for a partial window an already queued utterance covers.
+    fallback_flag: mark predictions `fallback=True` when the fallback model made them
+    (only meaningful when a primary was requested).
+    """
+
+    def __init__(self, utterance_q: queue.Queue, partial_q: queue.Queue, fallback: Classifier,
+                 primary: Classifier | None, policy: FallbackPolicy, metrics: SessionMetrics,
+                 publish: Callable[[object], None], segmentation_done: threading.Event,
+                 stopping: threading.Event, abort: threading.Event,
+                 is_stale: Callable[[WorkItem], bool], fallback_flag: bool) -> None:
+        self.utterance_q = utterance_q
+        self.partial_q = partial_q
+        self.fallback = fallback
+        self.primary = primary
+        self.policy = policy
+        self.metrics = metrics
+        self.publish = publish
+        self.segmentation_done = segmentation_done
+        self.stopping = stopping
+        self.abort = abort
+        self.is_stale = is_stale
+        self.fallback_flag = fallback_flag
+        self.finished = threading.Event()
+        self.dropped_partials = 0
+        self._orders = {id(fallback): reorder_to_emotions(fallback.labels)}
+        if primary is not None:
+            self._orders[id(primary)] = reorder_to_emotions(primary.labels)
+
+    def queue_depth(self) -> int:
+        return self.utterance_q.qsize() + self.partial_q.qsize()
+
+    def run(self) -> None:
+        try:
+            while not self.abort.is_set():
+                item = self._next_item()
+                if item is not None:
+                    self._process(item)
+                elif self.segmentation_done.is_set() and self.utterance_q.empty() and self.partial_q.empty():
+                    break
+        finally:
+            self.finished.set()
+
+    def _next_item(self) -> WorkItem | None:
+        try:
+            return self.utterance_q.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            item = self.partial_q.get(timeout=POLL_S)
+        except queue.Empty:
+            return None
+        if self.stopping.is_set() or self.is_stale(item):
+            # Shutting down, or the utterance covering this window is already queued:
+            # its live trace point would arrive after the final result, so skip it.
+            self.metrics.record_drops(partials=1)
+            self.dropped_partials += 1
+            return None
+        return item
+
+    def _process(self, item: WorkItem) -> None:
+        route = self.policy.route(item.kind)
+        use_primary = route.model == PRIMARY and self.primary is not None
+        model = self.primary if use_primary else self.fallback
+        probs = self._predict(model, item)
+        if probs is None and use_primary:
+            use_primary, model = False, self.fallback
+            probs = self._predict(model, item)
+        if probs is None:
+            return
+        latency_ms = (time.monotonic() - item.available_at) * 1000.0
+        depth = self.queue_depth()
+        order = self._orders[id(model)]
+        if order is not None:
+            probs = probs[order]
+        prediction = EmotionPrediction.from_probs(
+            item.start_s, item.end_s, probs, model=model.name, latency_ms=round(latency_ms, 1),
+            kind=item.kind, queue_depth=depth, fallback=self.fallback_flag and not use_primary)
+        self.metrics.record_prediction(prediction)
+        self.publish(prediction)
+        observed = LatencyObservation(PRIMARY if use_primary else FALLBACK, latency_ms, depth, item.kind)
+        for switch in self.policy.push(observed):
+            self._announce(switch)
+
+    def _predict(self, model: Classifier, item: WorkItem) -> np.ndarray | None:
+        """-> probabilities [len(model.labels)], or None after reporting a failure."""
+        try:
+            out = np.asarray(model.predict([item.audio]), dtype=np.float64)
+            if out.ndim != 2 or out.shape[0] != 1 or not np.all(np.isfinite(out)):
+                raise ValueError(f"predict returned an invalid array of shape {out.shape}")
+            return out[0]
+        except Exception as exc:  # a model must never take the engine down
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+            if model is self.primary:
+                what = "ran out of GPU memory" if is_out_of_memory(exc) else "failed"
+                message = f"primary model {model.name} {what} ({reason}); continuing on fallback " \
+                          f"{self.fallback.name}"
+                log.warning(message)
+                self.policy.disable_primary(message)
+                self.primary = None
+                self.publish(EngineStatus("error", message, model=self.fallback.name, fallback_active=True))
+            else:
+                self.metrics.record_failure()
+                message = f"model {model.name} failed on {item.kind} {item.start_s:.2f}-{item.end_s:.2f} s " \
+                          f"({reason}); skipped"
+                log.warning(message)
+                self.publish(EngineStatus("error", message, model=model.name,
+                                          fallback_active=not self.policy.use_primary()))
+            return None
+
+    def _announce(self, switch: PolicySwitch) -> None:
+        to_fallback = switch.to_model == FALLBACK
+        model = self.fallback if to_fallback or self.primary is None else self.primary
+        verb = "switched to fallback" if to_fallback else "back on primary"
+        message = f"{verb} {model.name}: {switch.reason}"
+        log.info(message)
+        self.publish(EngineStatus("running", message, model=model.name, fallback_active=to_fallback))

@@ -1,0 +1,355 @@
+"""Qt monitor window (pytest-qt, offscreen): build, devices, live replay through the real
+engine and a real classifier, stop, review, exports, settings checks, no torch in gui/."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("pytestqt")
+from PyQt5.QtCore import QSettings, Qt  # noqa: E402
+from PyQt5.QtWidgets import QDialog, QFileDialog  # noqa: E402
+
+from gui.app import build_window  # noqa: E402
+from gui.plots import PlotConfig, SeriesBuffer  # noqa: E402
+from gui.settings_dialog import ModelFoldersDialog, check_backbone_folder  # noqa: E402
+from models.labels import EMOTIONS  # noqa: E402
+from realtime.devices import InputDevice  # noqa: E402
+from realtime.timeline import TimelineWriter, load_timeline  # noqa: E402
+from realtime.types import EmotionPrediction, SessionSummary  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+ENGINE_THREAD_PREFIXES = ("ved-inference", "ved-segmenter", "ved-file-reader", "ved-gui-")
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture
+def settings(tmp_path) -> QSettings:
+    return QSettings(str(tmp_path / "ved-settings.ini"), QSettings.IniFormat)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    """The trained default bundle when present, else an untrained conformer-v3.2 bundle."""
+    if (DEFAULT_BUNDLE / "bundle.json").is_file():
+        return DEFAULT_BUNDLE
+    import torch
+
+    from models.bundle import save_bundle
+    from models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("conformer-v3.2").eval()
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "untrained", model, "conformer-v3.2")
+
+
+@pytest.fixture(scope="module")
+def classifier(bundle_dir):
+    from models.registry import load_classifier
+
+    return load_classifier(str(bundle_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def emodb_speech(emodb_dir, tmp_path_factory) -> Path:
+    """Four real EmoDB clips (anger, sadness, happiness, neutral of speaker 03) joined with 1 s silences."""
+    rows = list(csv.DictReader(open(emodb_dir / "labels.csv", encoding="utf-8")))
+    wanted, clips, rate = ["anger", "sadness", "happiness", "neutral"], [], 0
+    for emotion in wanted:
+        row = next(r for r in rows if r["emotion"] == emotion and r["speaker"] == "03")
+        audio, rate = sf.read(emodb_dir / row["file"], dtype="float32")
+        clips += [np.zeros(rate, np.float32), audio]
+    out = tmp_path_factory.mktemp("replay") / "emodb4.wav"
+    sf.write(out, np.concatenate(clips + [np.zeros(rate, np.float32)]), rate)
+    return out
+
+
+def make_factory(classifier, pace: str, calls: list):
+    """Engine factory following gui/app.py's contract, with the real engine and file source."""
+    from realtime.engine import Engine, EngineConfig
+    from realtime.sources import FileSource
+
+    def factory(source, model_choice, listener, *, timeline_path, **model_dirs):
+        calls.append((source, model_choice, timeline_path, model_dirs))
+        audio = FileSource(source, pace=pace)
+        timeline = TimelineWriter(timeline_path, {"input": audio.description, "model": model_choice})
+        return Engine(audio, classifier, EngineConfig(), timeline=timeline, listener=listener)
+
+    return factory
+
+
+def engine_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(ENGINE_THREAD_PREFIXES)]
+
+
+def fake_devices() -> list[InputDevice]:
+    return [InputDevice(0, "Built-in Mic", 2, 44100.0, False), InputDevice(3, "USB Headset", 1, 16000.0, True)]
+
+
+def write_session(path: Path, utterances: int = 3, partials_each: int = 4) -> Path:
+    rng = np.random.default_rng(1)
+    with TimelineWriter(path, {"input": "synthetic"}) as writer:
+        for u in range(utterances):
+            start = 3.0 * u
+            for k in range(partials_each):
+                writer.write_prediction(EmotionPrediction.from_probs(
+                    start, start + 0.5 * (k + 1), rng.dirichlet(np.ones(6)), "conformer", 40.0, kind="partial"))
+            writer.write_prediction(EmotionPrediction.from_probs(
+                start, start + 2.0, rng.dirichlet(np.ones(6)), "conformer", 90.0 + u))
+        writer.write_summary(SessionSummary(utterances, utterances * partials_each, 40, 90, 0, 0, 0, 0.0))
+    return path
+
+
+# ---------------------------------------------------------------- tests
+def test_gui_modules_do_not_import_torch():
+    code = ("import sys; import gui.app, gui.main_window, gui.plots, gui.review, gui.settings_dialog, "
+            "gui.session, gui.controls; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_window_builds_with_six_curves_and_conformer_default(qtbot, settings, tmp_path):
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    assert set(window.plot.final_curves) == set(EMOTIONS) == set(window.plot.partial_curves)
+    assert window.controls.model_choice() == "conformer"
+    assert not window.controls.ensemble_available()
+    assert window.phase == "idle"
+    assert not window.actions["save_as"].isEnabled()
+
+
+def test_device_list_fills_and_prefers_default(qtbot, settings, monkeypatch):
+    devices = fake_devices()
+    monkeypatch.setattr("gui.controls.list_input_devices", lambda: list(devices))
+    monkeypatch.setattr("gui.controls.rescan_devices", lambda: None)
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    combo = window.controls.device_combo
+    assert combo.count() == 2 and "USB Headset" in combo.currentText()
+    assert window.controls.selected_device().index == 3
+    import argparse
+
+    for wanted in ("built-in", "0", 0):
+        chosen = build_window(lambda *a, **k: None, argparse.Namespace(device=wanted), settings)
+        qtbot.addWidget(chosen)
+        assert chosen.controls.selected_device().name == "Built-in Mic"
+    devices.append(InputDevice(7, "New Webcam Mic", 1, 48000.0, False))
+    qtbot.mouseClick(window.controls.refresh_button, Qt.LeftButton)
+    assert combo.count() == 3 and window.controls.selected_device().index == 3
+
+
+def test_no_devices_shows_reason_and_start_refuses(qtbot, settings, monkeypatch):
+    from realtime.devices import DeviceError
+
+    def broken():
+        raise DeviceError("audio input unavailable: no PortAudio")
+
+    monkeypatch.setattr("gui.controls.list_input_devices", broken)
+    window = build_window(lambda *a, **k: pytest.fail("factory must not be called"), None, settings)
+    qtbot.addWidget(window)
+    assert "no PortAudio" in window.controls.device_combo.currentText()
+    window.toggle_running()
+    assert window.phase == "idle" and "Replay" in window.status.error.text()
+
+
+def test_replay_real_audio_through_real_engine_then_stop_and_review(qtbot, settings, tmp_path, bundle_dir,
+                                                                   emodb_speech):
+    """Uses main.py's factory (realtime.wiring.gui_engine_factory): real-time replay, real model."""
+    from realtime.engine import EngineConfig
+    from realtime.wiring import gui_engine_factory
+
+    calls: list = []
+    real_factory = gui_engine_factory(EngineConfig(), str(bundle_dir), "cpu")
+
+    def factory(source, model_choice, listener, **options):
+        calls.append((source, model_choice, options))
+        return real_factory(source, model_choice, listener, **options)
+
+    window = build_window(factory, None, settings)
+    window.sessions_dir = str(tmp_path / "sessions")
+    qtbot.addWidget(window)
+    window.show()
+    levels: list = []
+    window.bridge.event.connect(lambda e: levels.append(e) if type(e).__name__ == "LevelUpdate" else None)
+    window.start_session(str(emodb_speech))
+    qtbot.waitUntil(lambda: window.phase == "running", timeout=60_000)
+    assert calls[0][0] == str(emodb_speech) and calls[0][1] == "conformer"
+
+    def two_utterances_and_all_curves():
+        lengths = window.plot.curve_lengths()
+        return window.table.rowCount() >= 2 and all(final > 0 for final, _ in lengths.values())
+
+    qtbot.waitUntil(two_utterances_and_all_curves, timeout=60_000)
+    assert window.current.emotion in EMOTIONS and window.current.label.text().startswith(
+        window.current.emotion.upper())
+    assert max(e.rms_dbfs for e in levels) > -40 and any(e.speech for e in levels)
+    assert any(not e.speech for e in levels)
+    assert window.status.latency.text().endswith(" ms")
+
+    window.setFocus()
+    qtbot.keyClick(window, Qt.Key_Space)  # space bar = Stop
+    qtbot.waitUntil(lambda: window.phase == "idle", timeout=30_000)
+    qtbot.waitUntil(lambda: not engine_threads(), timeout=10_000)
+    assert window.status.state.text().startswith("stopped")
+
+    session = load_timeline(window.session_path)
+    assert session.complete and len(session.utterances()) >= 2
+    assert window.open_session(window.session_path)
+    counts = window.plot.point_counts()
+    assert counts == {"final": len(session.utterances()), "partial": len(session.partials())}
+    assert all(final == len(session.utterances()) for final, _ in window.plot.curve_lengths().values())
+    assert window.table.rowCount() == len(session.utterances())
+
+
+def test_fast_replay_stops_by_itself_when_the_file_ends(qtbot, settings, tmp_path, classifier, emodb_speech):
+    window = build_window(make_factory(classifier, "fast", []), None, settings)
+    window.sessions_dir = str(tmp_path / "sessions")
+    qtbot.addWidget(window)
+    window.start_session(str(emodb_speech))
+    qtbot.waitUntil(lambda: window.phase == "running", timeout=60_000)
+    qtbot.waitUntil(lambda: window.phase == "idle", timeout=120_000)
+    qtbot.waitUntil(lambda: not engine_threads(), timeout=10_000)
+    session = load_timeline(window.session_path)
+    assert session.complete
+    assert window.table.rowCount() == len(session.utterances()) >= 3
+    assert window.last_summary is not None and window.last_summary.utterances == len(session.utterances())
+
+
+def test_closing_while_the_model_loads_still_stops_the_engine(qtbot, settings, tmp_path, classifier,
+                                                            emodb_speech):
+    real_factory, loading = make_factory(classifier, "realtime", []), threading.Event()
+
+    def slow_factory(*args, **kwargs):
+        loading.set()
+        threading.Event().wait(1.0)  # a slow model load
+        return real_factory(*args, **kwargs)
+
+    window = build_window(slow_factory, None, settings)
+    window.sessions_dir = str(tmp_path / "sessions")
+    qtbot.addWidget(window)
+    window.start_session(str(emodb_speech))
+    assert loading.wait(10) and window.phase == "starting"
+    window.close()
+    assert not engine_threads()
+    assert load_timeline(window.session_path).complete
+
+
+def test_factory_error_is_one_line_and_window_stays_usable(qtbot, settings, tmp_path):
+    def factory(*args, **kwargs):
+        raise FileNotFoundError("bundle folder not found: models/default")
+
+    window = build_window(factory, None, settings)
+    window.sessions_dir = str(tmp_path)
+    qtbot.addWidget(window)
+    window.start_session(None)
+    qtbot.waitUntil(lambda: window.phase == "idle" and bool(window.status.error.text()), timeout=10_000)
+    assert window.status.error.text() == "FileNotFoundError: bundle folder not found: models/default"
+    assert window.controls.start_button.isEnabled() and window.controls.start_button.text() == "Start"
+
+
+def test_review_click_shows_probabilities_and_exports(qtbot, settings, tmp_path, monkeypatch):
+    path = write_session(tmp_path / "past.jsonl")
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.open_session(str(path))
+    assert window.plot.point_counts() == {"final": 3, "partial": 12}
+    second = load_timeline(path).utterances()[1]
+    window.plot.refresh()
+    view_box = window.plot.plot_item.vb
+    scene_pos = view_box.mapViewToScene(pg_point(0.5 * (second.start_s + second.end_s), 0.5))
+    widget_pos = window.plot.plot_widget.mapFromScene(scene_pos)
+    with qtbot.waitSignal(window.plot.utterance_clicked, timeout=5_000) as clicked:
+        qtbot.mouseClick(window.plot.plot_widget.viewport(), Qt.LeftButton, pos=widget_pos)
+    assert clicked.args[0] == second
+    for name in EMOTIONS:
+        assert window.details.value_of(name) == pytest.approx(second.probs[name], abs=1e-3)
+
+    targets = {"csv": tmp_path / "out.csv", "png": tmp_path / "plot.png", "jsonl": tmp_path / "copy.jsonl"}
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda _parent, title, *_a: (str(targets[{"Export CSV": "csv", "Export plot": "png"}
+                                                                 .get(title, "jsonl")]), ""))
+    window.export_csv_dialog()
+    window.export_png_dialog()
+    window.save_session_dialog()
+    assert len(list(csv.reader(open(targets["csv"])))) == 1 + 15
+    assert targets["png"].stat().st_size > 1000
+    assert targets["jsonl"].read_bytes() == path.read_bytes()
+
+
+def pg_point(x: float, y: float):
+    from PyQt5.QtCore import QPointF
+
+    return QPointF(x, y)
+
+
+def test_settings_dialog_rejects_incomplete_backbone_naming_missing_files(qtbot, tmp_path):
+    ensemble = tmp_path / "ensemble"
+    (ensemble / "fold0").mkdir(parents=True)
+    (ensemble / "ensemble.json").write_text(json.dumps({"format_version": 1, "kind": "ensemble",
+                                                        "members": ["fold0"]}))
+    (ensemble / "fold0" / "bundle.json").write_text("{}")
+    backbone = tmp_path / "wavlm-base-plus"
+    backbone.mkdir()
+    (backbone / "config.json").write_text("{}")
+    dialog = ModelFoldersDialog(str(ensemble), str(backbone))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.accept()
+    assert dialog.isVisible() and dialog.result() != QDialog.Accepted
+    message = dialog.message.text()
+    assert "preprocessor_config.json" in message and "pytorch_model.bin or model.safetensors" in message
+    assert "config.json," not in message.replace("preprocessor_config.json", "")
+    (backbone / "preprocessor_config.json").write_text("{}")
+    (backbone / "model.safetensors").write_bytes(b"x")
+    assert check_backbone_folder(str(backbone)).ok
+    dialog.accept()
+    assert dialog.result() == QDialog.Accepted and dialog.ensemble_enabled
+
+
+def test_ensemble_entry_enabled_only_with_valid_folders_and_settings_remembered(qtbot, settings, tmp_path):
+    ensemble, backbone = tmp_path / "ens", tmp_path / "bb"
+    ensemble.mkdir()
+    backbone.mkdir()
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    window._apply_model_folders(str(ensemble), str(backbone))
+    assert not window.controls.ensemble_available()
+    (ensemble / "m").mkdir()
+    (ensemble / "m" / "bundle.json").write_text("{}")
+    (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"]}))
+    for name in ("config.json", "preprocessor_config.json", "pytorch_model.bin"):
+        (backbone / name).write_text("{}")
+    window._apply_model_folders(str(ensemble), str(backbone))
+    assert window.controls.ensemble_available()
+    window.controls.select_model("wavlm-ensemble")
+    window.controls.window_spin.setValue(120)
+    window.save_settings()
+    again = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(again)
+    assert again.controls.model_choice() == "wavlm-ensemble"
+    assert again.controls.window_spin.value() == 120 and again.plot.window_s == 120
+
+
+def test_series_buffer_grows_then_discards_oldest_half():
+    buffer = SeriesBuffer(max_points=32, initial_capacity=4)
+    for i in range(40):
+        buffer.append(float(i), np.full(6, i / 40, np.float32))
+    assert len(buffer) <= 32 and buffer.times[-1] == 39.0
+    assert np.all(np.diff(buffer.times) > 0) and buffer.times[0] >= 8.0
+    buffer.break_line()
+    assert np.isnan(buffer.values[-1]).all() and buffer.finite_count() == len(buffer) - 1
+    with pytest.raises(ValueError, match="window_s"):
+        PlotConfig(window_s=0.1)

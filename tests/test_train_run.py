@@ -1,0 +1,123 @@
+"""End-to-end training on a tiny real EmoDB subset: bundles, round trip, CV outputs, resume."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.labels import EMOTIONS
+from train.cli import build_parser, main, spec_from_args
+from train.datasets import load_emodb, load_wave_16k
+from train.loop import STATE_FILE, ClipData, TrainConfig, TrainingInterrupted, predict_proba, train_model
+from train.runs import run_fit
+
+TINY_ARGS = ["--model", "conformer-v1", "--model-arg", "d_model=32", "--model-arg", "n_blocks=1",
+             "--model-arg", "n_heads=2", "--model-arg", "subsampling_channels=8", "--batch-size", "8",
+             "--threads", "2"]
+
+
+def make_subset_csv(emodb_dir: Path, out: Path, speakers: tuple[str, ...], per_class: int) -> Path:
+    """labels.csv (file,label,speaker) with `per_class` clips of each class from each speaker."""
+    rows, taken = [], {}
+    for clip in load_emodb(emodb_dir).clips:
+        key = (clip.speaker, clip.label)
+        if clip.speaker in speakers and taken.get(key, 0) < per_class:
+            taken[key] = taken.get(key, 0) + 1
+            rows.append(f"{clip.path},{clip.label},{clip.speaker}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labels.csv").write_text("file,label,speaker\n" + "\n".join(rows) + "\n")
+    return out / "labels.csv"
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(emodb_dir, tmp_path_factory) -> Path:
+    return make_subset_csv(emodb_dir, tmp_path_factory.mktemp("tiny"), ("13", "14", "16"), 2)
+
+
+def test_fit_bundle_round_trip(tiny_csv, tmp_path):
+    from models.registry import load_classifier
+
+    out = tmp_path / "fit"
+    argv = ["fit", "--dataset", "csv", "--data", str(tiny_csv), *TINY_ARGS, "--epochs", "2", "--out", str(out)]
+    outcome = run_fit(spec_from_args(build_parser().parse_args(argv)))
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["model"]["name"] == "conformer-v1" and meta["model"]["args"]["d_model"] == 32
+    assert meta["data"]["files"] == 36 and meta["data"]["dataset"] == "csv"
+    assert meta["training"]["epochs"] == 2 and len(outcome.metrics["history"]) == 2
+    assert not (out / STATE_FILE).exists()
+    waves = [load_wave_16k(Path(line.split(",")[0]))
+             for line in tiny_csv.read_text().splitlines()[1:7]]
+    expected = predict_proba(outcome.model, ClipData(waves, np.zeros(len(waves), dtype=np.int64)))
+    classifier = load_classifier(str(out), device="cpu")
+    got = classifier.predict(waves)
+    assert got.shape == (6, len(EMOTIONS))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_cv_writes_fold_bundles_ensemble_and_reports(emodb_dir, tmp_path, capsys):
+    csv_path = make_subset_csv(emodb_dir, tmp_path / "data", ("11", "13", "14", "16"), 2)
+    out = tmp_path / "cv"
+    code = main(["cv", "--dataset", "csv", "--data", str(csv_path), *TINY_ARGS, "--epochs", "1",
+                 "--folds", "2", "--out", str(out)])
+    assert code == 0
+    ensemble = json.loads((out / "ensemble.json").read_text())
+    assert ensemble["kind"] == "ensemble" and ensemble["members"] == ["fold0", "fold1"]
+    assert ensemble["shared_backbone"] is False
+    for member in ensemble["members"]:
+        meta = json.loads((out / member / "bundle.json").read_text())
+        assert meta["fold"] in (0, 1) and "test" in meta["metrics"]
+    cv = json.loads((out / "cv_metrics.json").read_text())
+    assert cv["summary"]["folds"] == 2 and len(cv["summary"]["macro_f1"]["values"]) == 2
+    assert (out / "confusion_oof.png").stat().st_size > 1000
+    assert main(["report", str(out), "--out", str(tmp_path / "r.md")]) == 0
+    assert "`conformer-v1`" in (tmp_path / "r.md").read_text()
+
+
+def test_user_mistakes_give_one_line(tmp_path, capsys):
+    assert main(["fit", "--dataset", "emodb", "--data", str(tmp_path / "nope"), "--model", "conformer-v1",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert main(["fit", "--dataset", "emodb", "--data", str(tmp_path), "--model", "no-such-model",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "unknown model" in err and "Traceback" not in err
+
+
+def test_resume_continues_from_saved_epoch(tiny_csv, tmp_path):
+    from models.registry import build_model
+    from train.recipes import build_train_config
+
+    lines = tiny_csv.read_text().splitlines()[1:]
+    waves = [load_wave_16k(Path(l.split(",")[0])) for l in lines]
+    labels = np.array([EMOTIONS.index(l.split(",")[1]) for l in lines])
+    speakers = np.array([l.split(",")[2] for l in lines])
+    data = ClipData(waves, labels)
+    fit = data.subset(list(np.flatnonzero(speakers != "16")))
+    val = data.subset(list(np.flatnonzero(speakers == "16")))
+    cfg = replace(build_train_config("conformer-v3.1", {"epochs": 3, "batch_size": 8, "patience_epochs": 5}))
+    args = {"d_model": 32, "n_blocks": 1, "n_heads": 2, "subsampling_channels": 8}
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_model("conformer-v3.1", **args)
+        model.fit_normalisation(fit.waves, None)
+        return model
+
+    full = train_model(fresh(), fit, val, cfg, tmp_path / "full")
+
+    def interrupt(epoch: int, row: dict) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train_model(fresh(), fit, val, cfg, tmp_path / "resumed", epoch_callback=interrupt)
+    state = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    resumed = train_model(fresh(), fit, val, cfg, tmp_path / "resumed", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    for a, b in zip(full.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)

@@ -1,0 +1,113 @@
+"""Partial windows during long real speech, none in silence; StreamSegmenter invariants."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from realtime.resample import resample_to_16k
+from realtime.source import AudioBlock
+from realtime.types import PartialWindow, SpeechEnded, SpeechStarted, Utterance
+from realtime.windows import PartialWindowConfig, PartialWindowScheduler, StreamSegmenter
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def long_speech(emodb_dir) -> np.ndarray:
+    """~10 s of continuous speech (five EmoDB clips without gaps) between 1 s of silence."""
+    files = sorted((emodb_dir / "wav").glob("*.wav"))[:5]
+    if len(files) < 5:
+        pytest.skip("need five EmoDB clips")
+    clips = [resample_to_16k(*sf.read(str(f), dtype="float32")) for f in files]
+    silence = np.zeros(RATE, np.float32)
+    return np.concatenate([silence, *clips, silence])
+
+
+def run(audio: np.ndarray, block: int, **window_args):
+    seg = StreamSegmenter(window_cfg=PartialWindowConfig(**window_args))
+    events = []
+    for i in range(0, len(audio), block):
+        events.extend(seg.push(AudioBlock(i / RATE, audio[i:i + block])))
+    return events + seg.flush()
+
+
+def test_partials_every_hop_during_long_utterance(long_speech):
+    events = run(long_speech, block=480)
+    windows = [e for e in events if isinstance(e, PartialWindow)]
+    (utt,) = [e for e in events if isinstance(e, Utterance)]
+    started = next(e for e in events if isinstance(e, SpeechStarted))
+    ended = next(e for e in events if isinstance(e, SpeechEnded))
+    assert utt.end_s - utt.start_s > 8.0
+    assert len(windows) >= 15
+    ends = np.array([w.end_s for w in windows])
+    np.testing.assert_allclose(np.diff(ends), 0.5, atol=1e-6)
+    assert ends[0] == pytest.approx(started.start_s + 1.0)       # min_window_ms of speech first
+    assert ends[-1] <= ended.end_s + 0.6 + 1e-6                  # stop within the hangover
+    int16 = np.round(long_speech * 32767) / 32768                 # what the segmenter sees
+    for w in windows:
+        assert w.start_s >= started.start_s - 1e-9
+        assert w.end_s - w.start_s <= 2.0 + 1e-9
+        assert len(w.audio) == round((w.end_s - w.start_s) * RATE)
+        start = round(w.start_s * RATE)
+        np.testing.assert_allclose(w.audio, int16[start:start + len(w.audio)], atol=1e-4)
+    # order: every window sits between SpeechStarted and SpeechEnded in the event list
+    kinds = [type(e) for e in events]
+    first_w, last_w = kinds.index(PartialWindow), len(kinds) - 1 - kinds[::-1].index(PartialWindow)
+    assert kinds.index(SpeechStarted) < first_w and last_w < kinds.index(SpeechEnded)
+
+
+def test_no_partials_in_silence_or_noise():
+    rng = np.random.default_rng(3)
+    for audio in (np.zeros(10 * RATE, np.float32), (0.01 * rng.standard_normal(10 * RATE)).astype(np.float32)):
+        assert run(audio, block=512) == []
+
+
+def test_block_size_does_not_change_events(long_speech):
+    def key(events):
+        return [(type(e).__name__, getattr(e, "start_s", None), getattr(e, "end_s", None),
+                 len(getattr(e, "audio", ()))) for e in events]
+    reference = key(run(long_speech, block=len(long_speech)))
+    for block in (97, 480, 3_333):
+        assert key(run(long_speech, block=block)) == reference
+
+
+def test_hop_and_window_settings(long_speech):
+    events = run(long_speech, block=800, hop_ms=250, window_ms=1_000, min_window_ms=500)
+    windows = [e for e in events if isinstance(e, PartialWindow)]
+    np.testing.assert_allclose(np.diff([w.end_s for w in windows]), 0.25, atol=1e-6)
+    assert max(w.end_s - w.start_s for w in windows) == pytest.approx(1.0)
+    without = [(type(e), getattr(e, "end_s", None)) for e in run(long_speech, block=800, enabled=False)]
+    assert without == [(type(e), getattr(e, "end_s", None)) for e in run(long_speech, block=800)
+                       if not isinstance(e, PartialWindow)]
+    assert len(without) == 3
+
+
+def test_clock_jump_ends_speech_and_windows(long_speech):
+    seg = StreamSegmenter()
+    head = long_speech[:4 * RATE]
+    events = []
+    for i in range(0, len(head), 1_600):
+        events.extend(seg.push(AudioBlock(i / RATE, head[i:i + 1_600])))
+    assert seg.in_speech and any(isinstance(e, PartialWindow) for e in events)
+    after = seg.push(AudioBlock(100.0, np.zeros(1_600, np.int16)))
+    assert [type(e) for e in after] == [Utterance, SpeechEnded]
+    assert not seg.in_speech and seg.scheduler.time_s == pytest.approx(100.1)
+
+
+def test_scheduler_alone_ignores_audio_without_speech_events():
+    sched = PartialWindowScheduler()
+    assert sched.push(np.ones(5 * RATE, np.float32) * 0.1) == []
+    sched.push(SpeechStarted(start_s=5.0))
+    windows = sched.push(np.ones(2 * RATE, np.float32) * 0.1)
+    assert [w.end_s for w in windows] == [6.0, 6.5, 7.0]
+    sched.push(SpeechEnded(end_s=7.0))
+    assert sched.push(np.ones(RATE, np.float32)) == []
+
+
+@pytest.mark.parametrize("bad", [dict(hop_ms=0), dict(window_ms=0), dict(min_window_ms=3_000)])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        dataclasses.replace(PartialWindowConfig(), **bad)

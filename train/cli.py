@@ -1,0 +1,187 @@
+"""Command line of `python -m train fit|cv|evaluate|report`.
+
+User mistakes (wrong folder, unknown model, bad option value) print one clear line and exit 2;
+Ctrl-C during training saves the resumable state and exits 130 with a resume hint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from train.datasets import DATASET_NAMES, DataError, parse_dataset_names
+
+EPILOG = """examples:
+  python -m train cv  --dataset emodb --data ../shared/data/emodb --model conformer-v3.1 --folds 4 --out runs/conf
+  python -m train fit --dataset crema-d --data CREMA-D/AudioWAV --manifest audio_manifest.csv \\
+                      --model conformer-v3.1 --out runs/crema_fit
+  python -m train evaluate --bundle models/default --dataset ravdess --data ../shared/data/ravdess --out runs/eval
+  python -m train report runs/svm runs/conf --out runs/report.md
+multi-GPU / multi-process: torchrun --nproc_per_node 2 -m train fit ...  (only rank 0 writes)"""
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", action="append", type=Path, required=True, metavar="DIR",
+                   help="dataset folder (repeat once per --dataset, same order); csv: the CSV file or its folder")
+    g.add_argument("--dataset", action="append", required=True, metavar="NAME",
+                   help=f"one of {', '.join(DATASET_NAMES)}; repeat or join with ',' or '+' to combine "
+                        "(e.g. emodb+ravdess with two --data folders)")
+    g.add_argument("--manifest", type=Path, metavar="CSV",
+                   help="crema-d only: audio_manifest.csv (file,actor,...,bytes,sha256) to verify sizes/sha256 "
+                        "and list missing files")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to compute; auto = cuda when available (default auto)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch per process (default: CPU cores / processes)")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, metavar="NAME", help="registry name, e.g. conformer-v3.1, cnn, "
+                   "doublestream-v4, egemaps-svm, wavlm-ultimate (unknown names list the choices)")
+    g.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument passed to build_model; VALUE is JSON (3, 0.2, true, \"x\"), "
+                        "plain text otherwise; repeatable")
+    g.add_argument("--backbone-dir", type=Path, metavar="DIR",
+                   help="local pretrained WavLM/Wav2Vec2 folder (model arg backbone_dir); never downloaded")
+    t = p.add_argument_group("training (unset options take the model's recipe from train/recipes.py)")
+    t.add_argument("--loss", choices=("ce", "focal"), help="cross-entropy or focal loss (class-weighted)")
+    t.add_argument("--focal-gamma", type=float, metavar="G", help="focal loss exponent (0 = cross-entropy)")
+    t.add_argument("--label-smoothing", type=float, metavar="EPS", help="label smoothing, 0..1 (e.g. 0.05)")
+    t.add_argument("--mixup-alpha", type=float, metavar="A", help="Mixup Beta(A, A) parameter; 0 = off")
+    t.add_argument("--no-augment", action="store_true", help="switch waveform augmentation off")
+    t.add_argument("--no-spec-augment", action="store_true", help="switch SpecAugment off (log-mel models)")
+    t.add_argument("--epochs", type=int, metavar="N", help="maximum training epochs")
+    t.add_argument("--batch-size", type=int, metavar="N", help="clips per batch (per process)")
+    t.add_argument("--lr", type=float, metavar="LR", help="peak AdamW learning rate (warmup, then cosine decay)")
+    t.add_argument("--weight-decay", type=float, metavar="WD", help="AdamW decoupled weight decay")
+    t.add_argument("--grad-accum-steps", type=int, metavar="N", help="batches per optimizer step")
+    t.add_argument("--patience", type=int, metavar="EPOCHS",
+                   help="early stopping: epochs without a better validation macro-F1")
+    t.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="share of training speakers held out for early stopping (default 0.2, at least 1 speaker)")
+    t.add_argument("--seed", type=int, default=0, help="seed for folds, splits, augmentation and init (default 0)")
+    t.add_argument("--workers", type=int, metavar="N", help="data-loader worker processes (default 0 = in-process)")
+    t.add_argument("--cache-dir", type=Path, metavar="DIR",
+                   help="cache folder: eGeMAPS functionals per file, and for frozen-backbone models the frontend "
+                        "features (fp16) so only the head trains")
+    t.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder to write")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in RUN_DIR (finished folds are reused)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate VED emotion models.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="train one model on all data, write one bundle")
+    cv = sub.add_parser("cv", help="speaker-grouped K-fold cross-validation, one bundle per fold + ensemble.json")
+    for p in (fit, cv):
+        _data_options(p)
+        _train_options(p)
+    cv.add_argument("--folds", type=int, default=4, metavar="K", help="number of speaker-grouped folds (default 4)")
+    ev = sub.add_parser("evaluate", help="score a trained bundle or ensemble folder on a dataset")
+    ev.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="bundle or ensemble folder")
+    _data_options(ev)
+    ev.add_argument("--out", type=Path, required=True, metavar="DIR", help="where metrics.json/confusion.png go")
+    ev.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
+    rep = sub.add_parser("report", help="markdown table comparing run folders (egemaps-svm row = reference)")
+    rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="cv or fit run folders")
+    rep.add_argument("--out", type=Path, metavar="FILE", help="also write the table to this markdown file")
+    return parser
+
+
+def parse_model_args(pairs: list[str], backbone_dir: Path | None) -> dict[str, Any]:
+    """['dropout=0.2', 'pooling=mean'] -> {'dropout': 0.2, 'pooling': 'mean'}."""
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model-arg needs KEY=VALUE, got {pair!r}")
+        try:
+            args[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key.strip()] = value
+    if backbone_dir is not None:
+        if not backbone_dir.is_dir():
+            raise ValueError(f"--backbone-dir {backbone_dir} is not a folder")
+        args["backbone_dir"] = str(backbone_dir)
+    return args
+
+
+def spec_from_args(ns: argparse.Namespace):
+    """Namespace of fit/cv -> RunSpec (recipe + overrides)."""
+    from models.registry import get_spec
+    from train.recipes import build_train_config
+    from train.runs import RunSpec
+
+    get_spec(ns.model)
+    overrides = {
+        "epochs": ns.epochs, "batch_size": ns.batch_size, "lr": ns.lr, "weight_decay": ns.weight_decay,
+        "grad_accum_steps": ns.grad_accum_steps, "patience_epochs": ns.patience, "seed": ns.seed,
+        "mixup_alpha": ns.mixup_alpha, "device": ns.device, "workers": ns.workers, "loss": ns.loss,
+        "focal_gamma": ns.focal_gamma, "label_smoothing": ns.label_smoothing,
+        "spec_augment": False if ns.no_spec_augment else None,
+    }
+    cfg = build_train_config(ns.model, overrides, augment=not ns.no_augment)
+    if not 0 < ns.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be between 0 and 1, got {ns.val_fraction}")
+    names = parse_dataset_names(ns.dataset)
+    return RunSpec(datasets=names, data_dirs=list(ns.data), model=ns.model, out_dir=ns.out, train=cfg,
+                   model_args=parse_model_args(ns.model_arg, ns.backbone_dir), manifest=ns.manifest,
+                   folds=getattr(ns, "folds", 4), val_fraction=ns.val_fraction, resume=ns.resume,
+                   cache_dir=ns.cache_dir, command="python -m train " + shlex.join(sys.argv[1:]))
+
+
+def _set_threads(requested: int | None) -> None:
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    torch.set_num_threads(requested or max(1, (os.cpu_count() or 1) // world))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    from models.registry import UnknownModelError
+    from train.distributed import shutdown
+    from train.loop import TrainingInterrupted
+
+    try:
+        if ns.command == "report":
+            from train.reports import comparison_table
+
+            table = comparison_table(ns.runs)
+            print(table)
+            if ns.out:
+                ns.out.write_text(table)
+            return 0
+        _set_threads(ns.threads)
+        if ns.command == "evaluate":
+            from train.loop import TrainConfig
+            from train.runs import RunSpec, run_evaluate
+
+            spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.out,
+                           TrainConfig(device=ns.device), manifest=ns.manifest)
+            run_evaluate(ns.bundle, spec, ns.batch_size)
+            return 0
+        from train.runs import run_cv, run_fit
+
+        spec = spec_from_args(ns)
+        (run_cv if ns.command == "cv" else run_fit)(spec)
+        return 0
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing to resume", file=sys.stderr)
+        return 130
+    except (DataError, UnknownModelError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()

@@ -1,0 +1,113 @@
+"""fp16 on-disk cache of frozen-backbone features, so only the head is trained.
+
+A model opts in with `frontend_cacheable = True` and two methods:
+* `frontend_features(wave [B, T], lengths [B]) -> (feats [B, ..., F, ...], feat_lengths [B])`
+  (e.g. [B, F, D] or [B, layers, F, D]; the frame axis is the one whose size is feat_lengths, or
+  the model's `frontend_time_axis` attribute when it has one),
+* `forward_features(feats, feat_lengths) -> logits [B, 6]`.
+Features are computed once per clip (no waveform augmentation in this mode), keyed by the
+model's class/args and the clip's samples, and stored as float16 .npy files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models.labels import NUM_CLASSES
+from train.distributed import DistInfo, barrier
+
+
+class CachedHead(nn.Module):
+    """Wraps a cacheable model so forward(feats, feat_lengths) trains only what follows the frontend."""
+
+    def __init__(self, model: nn.Module, time_axis: int = 1) -> None:
+        super().__init__()
+        self.model = model
+        self.time_axis = time_axis  # frame axis of the batched features
+
+    def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor, egemaps=None) -> torch.Tensor:
+        """feats [B, F_max, ...] as cached (frames first) -> the model's own layout -> logits [B, 6]."""
+        return self.model.forward_features(feats.movedim(1, self.time_axis), feat_lengths)
+
+    @staticmethod
+    def collate(items: list[tuple[int, Path]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Load cached clips (frames first) and zero-pad: -> idx [B], feats [B, F_max, ...] fp32, lengths [B]."""
+        arrays = [np.load(path, mmap_mode="r") for _, path in items]
+        longest = max(a.shape[0] for a in arrays)
+        feats = torch.zeros((len(arrays), longest, *arrays[0].shape[1:]), dtype=torch.float32)
+        for row, a in zip(feats, arrays):
+            row[:a.shape[0]] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+        idx = torch.tensor([i for i, _ in items], dtype=torch.long)
+        return idx, feats, torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
+
+    @torch.no_grad()
+    def predict_items(self, items: list[Path], batch_size: int, device) -> np.ndarray:
+        """Probabilities float32 [N, 6] from cached features."""
+        self.eval()
+        self.to(device)
+        probs = np.zeros((len(items), NUM_CLASSES), dtype=np.float32)
+        for start in range(0, len(items), batch_size):
+            _, feats, lengths = self.collate(list(enumerate(items[start:start + batch_size])))
+            logits = self(feats.to(device), lengths.to(device))
+            probs[start:start + len(lengths)] = torch.softmax(logits.float(), 1).cpu().numpy()
+        return probs
+
+
+def _model_key(model: nn.Module) -> str:
+    args = model.model_args() if hasattr(model, "model_args") else {}
+    blob = json.dumps({"cls": type(model).__name__, "args": args}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_feature_data(model: nn.Module, waves: list[np.ndarray], cache_dir: Path, device: torch.device,
+                        dist: DistInfo) -> tuple[list[Path], list[int], int]:
+    """Make sure every clip's features are cached.
+
+    Returns (cache file per clip, frames per clip, frame axis of the model's batched features).
+    """
+    folder = Path(cache_dir) / _model_key(model)
+    paths = [folder / (hashlib.sha256(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest()[:32] + ".npy")
+             for w in waves]
+    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    if todo and dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.eval()
+        first, time_axis = _features(model, waves[todo[0]], device)
+        (folder / "meta.json").write_text(json.dumps({"time_axis": time_axis}))
+        bytes_per_sample = first.nbytes / max(1, len(waves[todo[0]]))
+        estimate = bytes_per_sample * sum(len(waves[i]) for i in todo)
+        print(f"feature cache: {len(todo)} clip(s) to compute, about {estimate / 2**20:.1f} MiB "
+              f"(fp16) will be written to {folder}")
+        np.save(paths[todo[0]], first)
+        for i in tqdm(todo[1:], desc="caching features", unit="clip"):
+            np.save(paths[i], _features(model, waves[i], device)[0])
+    barrier()
+    lengths = [int(np.load(p, mmap_mode="r").shape[0]) for p in paths]
+    return paths, lengths, int(json.loads((folder / "meta.json").read_text())["time_axis"])
+
+
+def _time_axis(model: nn.Module, shape: tuple[int, ...], frames: int) -> int:
+    """Frame axis of one clip's features [..., F, ...] (batch axis removed)."""
+    if hasattr(model, "frontend_time_axis"):
+        return int(model.frontend_time_axis) - 1
+    candidates = [a for a, size in enumerate(shape) if size == frames and (a < len(shape) - 1 or len(shape) == 1)]
+    if not candidates:
+        raise ValueError(f"cannot tell the frame axis of features shaped {shape} with {frames} frames")
+    return candidates[-1]
+
+
+@torch.no_grad()
+def _features(model: nn.Module, wave: np.ndarray, device: torch.device) -> tuple[np.ndarray, int]:
+    """One clip -> (float16 [F, ...] valid frames first, frame axis in the model's batched layout)."""
+    x = torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None].to(device)
+    feats, lengths = model.frontend_features(x, torch.tensor([x.shape[1]], device=device))
+    clip = feats[0].float().cpu().numpy()
+    axis = _time_axis(model, clip.shape, int(lengths[0]))
+    clip = np.moveaxis(clip, axis, 0)[:int(lengths[0])]
+    return np.ascontiguousarray(clip.astype(np.float16)), axis + 1

@@ -1,0 +1,369 @@
+"""The generic training loop for every torch registry model.
+
+AdamW + linear warmup / cosine decay, gradient clipping and accumulation, Mixup, class-weighted
+losses, early stopping on validation macro-F1, best weights kept, a resumable state file written
+after every epoch, length-bucketed batches, mixed precision on GPU only, and PyTorch DDP when
+started by torchrun (see train/distributed.py). Frozen-backbone models can train their head from
+an fp16 feature cache (train/feature_cache.py).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from models.features import pad_batch
+from models.labels import NUM_CLASSES
+from train.augment import AugmentConfig, WaveAugmenter, mixup
+from train.distributed import DistInfo, dist_info, wrap_ddp
+from train.evaluate import EvalResult, score
+from train.losses import LossConfig, class_weights_from_counts, make_loss, one_hot, soft_cross_entropy
+
+STATE_FILE = "train_state.pt"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training; the message says where the state is and how to resume."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_fraction: float = 0.1
+    grad_clip_norm: float = 5.0
+    grad_accum_steps: int = 1
+    patience_epochs: int = 8
+    seed: int = 0
+    mixup_alpha: float = 0.0  # 0 switches Mixup off
+    spec_augment: bool = True
+    device: str = "auto"
+    workers: int = 0
+    eval_batch_size: int = 32
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum_steps", "patience_epochs", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.mixup_alpha < 0 or self.workers < 0:
+            raise ValueError("mixup_alpha and workers must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ClipData:
+    """In-memory clips: waves float32 16 kHz [T_i], labels int64 [N], egemaps float32 [N, 88] or None."""
+
+    waves: list[np.ndarray]
+    labels: np.ndarray
+    egemaps: np.ndarray | None = None
+
+    def subset(self, idx: list[int]) -> "ClipData":
+        return ClipData([self.waves[i] for i in idx], self.labels[idx],
+                        None if self.egemaps is None else self.egemaps[idx])
+
+
+@dataclass
+class TrainResult:
+    """model holds the best (highest validation macro-F1) weights, on the CPU, in eval mode."""
+
+    model: nn.Module
+    history: list[dict]
+    best_epoch: int
+    best_val_macro_f1: float
+    val_eval: EvalResult
+
+
+def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+    if name == "cuda" and dist is not None and dist.world_size > 1:
+        return torch.device("cuda", dist.local_rank)
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _AugmentedWaves(Dataset):
+    """Item i -> (i, augmented wave). Augmentation is a pure function of (seed, epoch, i), so it is
+    reproducible with any number of workers and after a resume."""
+
+    def __init__(self, waves: list[np.ndarray], augment: AugmentConfig | None, seed: int) -> None:
+        self.waves, self.augment, self.seed, self.epoch = waves, augment, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray]:
+        wave = self.waves[i]
+        if self.augment is not None:
+            wave = WaveAugmenter(self.augment, seed=self.seed * 1_000_003 + self.epoch * 10_007 + i)(wave)
+        return i, wave
+
+
+class BucketBatchSampler:
+    """Batches of similar-length clips (less padding). DistributedSampler shards the clips across
+    ranks first, so every rank gets the same number of batches."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, dist: DistInfo,
+                 bucket_batches: int = 8) -> None:
+        self.lengths, self.batch_size, self.seed, self.bucket_batches = lengths, batch_size, seed, bucket_batches
+        self.sampler = DistributedSampler(range(len(lengths)), num_replicas=dist.world_size, rank=dist.rank,
+                                          shuffle=True, seed=seed, drop_last=False)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        idx = list(self.sampler)
+        rng = random.Random(self.seed * 7919 + self.epoch)
+        chunk = self.batch_size * self.bucket_batches
+        batches = []
+        for start in range(0, len(idx), chunk):
+            bucket = sorted(idx[start:start + chunk], key=lambda i: self.lengths[i])
+            batches += [bucket[b:b + self.batch_size] for b in range(0, len(bucket), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size) if len(self.sampler) else 0
+
+
+def _collate(items: list[tuple[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    idx = torch.tensor([i for i, _ in items], dtype=torch.long)
+    waves, lengths = pad_batch([w for _, w in items])
+    return idx, waves, lengths
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear 0->1 over warmup_steps, then cosine 1->0.01 until total_steps."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, data: ClipData, batch_size: int = 32,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Class probabilities float32 [N, 6] in eval mode; batches sorted by length for speed."""
+    model.eval()
+    order = np.argsort([len(w) for w in data.waves])
+    probs = np.zeros((len(data.waves), NUM_CLASSES), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        waves, lengths = pad_batch([data.waves[i] for i in rows], device=device)
+        ege = None if data.egemaps is None else torch.from_numpy(data.egemaps[rows]).float().to(device)
+        logits = model(waves, lengths, ege) if ege is not None else model(waves, lengths)
+        probs[rows] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return probs
+
+
+def evaluate_split(model: nn.Module, data: ClipData, batch_size: int,
+                   device: torch.device | str, predict: Callable | None = None) -> tuple[EvalResult, float]:
+    """(metrics, mean cross-entropy) on a split."""
+    probs = (predict or predict_proba)(model, data, batch_size, device)
+    loss = float(-np.log(np.clip(probs[np.arange(len(probs)), data.labels], 1e-8, 1.0)).mean())
+    return score(data.labels, probs.argmax(1)), loss
+
+
+def _rng_state(mix_gen: torch.Generator) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "mixup": mix_gen.get_state()}
+
+
+def _set_rng_state(state: dict, mix_gen: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    mix_gen.set_state(state["mixup"])
+
+
+def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConfig, run_dir: Path,
+                resume: bool = False, cache_dir: Path | None = None,
+                epoch_callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train `model` (normalisation already fitted) on `train`, early-stop on `val` macro-F1.
+
+    Writes run_dir/train_state.pt after every epoch (rank 0 only); with resume=True continues
+    from it. Raises TrainingInterrupted on Ctrl-C. epoch_callback(epoch, history_row) runs after
+    each epoch's state is saved.
+    """
+    from train.feature_cache import CachedHead, cached_feature_data
+
+    dist = dist_info()
+    device = resolve_device(cfg.device, dist)
+    seed_everything(cfg.seed + dist.rank)
+    run_dir = Path(run_dir)
+    state_path = run_dir / STATE_FILE
+    if hasattr(model, "set_spec_augment"):
+        model.set_spec_augment(cfg.spec_augment)
+    model.to(device)
+
+    use_cache = cache_dir is not None and bool(getattr(model, "frontend_cacheable", False))
+    if use_cache:
+        train_items, train_lengths, time_axis = cached_feature_data(model, train.waves, Path(cache_dir), device, dist)
+        val_items, _, _ = cached_feature_data(model, val.waves, Path(cache_dir), device, dist)
+        trainable: nn.Module = CachedHead(model, time_axis)
+        dataset: Dataset = _CachedItems(train_items)
+        collate = CachedHead.collate
+    else:
+        trainable = model
+        train_lengths = [len(w) for w in train.waves]
+        dataset = _AugmentedWaves(train.waves, cfg.augment, cfg.seed)
+        collate = _collate
+    ddp_model = wrap_ddp(trainable, dist, device, find_unused=use_cache)
+
+    sampler = BucketBatchSampler(train_lengths, cfg.batch_size, cfg.seed, dist)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers)
+    counts = np.bincount(train.labels, minlength=NUM_CLASSES).tolist()
+    loss_fn = make_loss(cfg.loss, class_weights_from_counts(counts).to(device))
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(sampler) / cfg.grad_accum_steps))
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, max(1, int(cfg.warmup_fraction * total_steps))))
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    mix_gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
+    targets_all = one_hot(torch.from_numpy(train.labels), NUM_CLASSES)
+    egemaps_all = None if train.egemaps is None else torch.from_numpy(train.egemaps).float()
+
+    history: list[dict] = []
+    best_f1, best_epoch, bad_epochs, start_epoch = -1.0, -1, 0, 0
+    best_state = copy.deepcopy(model.state_dict())
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, best_f1, best_epoch = state["history"], state["best_f1"], state["best_epoch"]
+        bad_epochs, start_epoch, best_state = state["bad_epochs"], state["epoch"], state["best_model"]
+        _set_rng_state(state["rng"], mix_gen)
+        if dist.is_main:
+            print(f"resuming from {state_path} after epoch {start_epoch} (best macro-F1 {best_f1:.3f})")
+
+    predict = (lambda m, d, bs, dev: CachedHead(m, time_axis).predict_items(val_items, bs, dev)) if use_cache else None
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if bad_epochs >= cfg.patience_epochs:
+                break
+            sampler.set_epoch(epoch)
+            if isinstance(dataset, _AugmentedWaves):
+                dataset.epoch = epoch
+            ddp_model.train()
+            total, n_batches = 0.0, 0
+            optimizer.zero_grad(set_to_none=True)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                       disable=not dist.is_main)
+            for step, (idx, x, lengths) in enumerate(bar):
+                x, lengths = x.to(device), lengths.to(device)
+                targets = targets_all[idx].to(device)
+                ege = None if egemaps_all is None else egemaps_all[idx].to(device)
+                if cfg.mixup_alpha > 0:
+                    mixed = mixup(x, lengths, ege, targets, cfg.mixup_alpha, mix_gen)
+                    x, lengths, ege, targets = mixed.waves, mixed.lengths, mixed.egemaps, mixed.targets
+                last_micro = (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(sampler)
+                with ddp_model.no_sync() if (dist.world_size > 1 and not last_micro) else _null():
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        logits = ddp_model(x, lengths, ege) if ege is not None else ddp_model(x, lengths)
+                    loss = loss_fn(logits.float(), targets)
+                    scaler.scale(loss / cfg.grad_accum_steps).backward()
+                if last_micro:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                total += float(loss.detach())
+                n_batches += 1
+                bar.set_postfix(loss=f"{total / n_batches:.3f}")
+            val_eval, val_loss = evaluate_split(model, val, cfg.eval_batch_size, device, predict)
+            row = {"epoch": epoch, "train_loss": total / max(1, n_batches), "val_loss": val_loss,
+                   "val_macro_f1": val_eval.macro_f1, "val_accuracy": val_eval.accuracy,
+                   "lr": scheduler.get_last_lr()[0]}
+            history.append(row)
+            if val_eval.macro_f1 > best_f1:
+                best_f1, best_epoch, bad_epochs = val_eval.macro_f1, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            if dist.is_main:
+                tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, val loss {val_loss:.3f}, "
+                           f"val macro-F1 {val_eval.macro_f1:.3f} (best {best_f1:.3f} @ {best_epoch + 1})")
+                run_dir.mkdir(parents=True, exist_ok=True)
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                            "epoch": epoch + 1, "history": history, "best_f1": best_f1,
+                            "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_model": best_state,
+                            "rng": _rng_state(mix_gen), "config": cfg.to_dict()}, state_path)
+            if epoch_callback is not None:
+                epoch_callback(epoch, row)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted in epoch {epoch + 1}; the state after {len(history)} finished epoch(s) is in "
+            f"{state_path}. Resume by running the same command again with --resume") from None
+
+    model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    if dist.is_main and state_path.is_file():
+        state_path.unlink()  # finished: the bundle holds the weights; the state only serves interrupted runs
+    final_eval, _ = evaluate_split(model, val, cfg.eval_batch_size, "cpu", predict)
+    return TrainResult(model, history, best_epoch, best_f1, final_eval)
+
+
+class _CachedItems(Dataset):
+    def __init__(self, items: list[torch.Tensor]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return i, self.items[i]
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+__all__ = ["TrainConfig", "ClipData", "TrainResult", "TrainingInterrupted", "train_model", "predict_proba",
+           "evaluate_split", "BucketBatchSampler", "warmup_cosine", "soft_cross_entropy"]

@@ -1,0 +1,245 @@
+"""What `python -m train fit|cv|evaluate` do: data -> folds -> training -> bundles + reports.
+
+Each function takes a `RunSpec` (everything the command line said) and writes a run folder.
+Only rank 0 writes when several processes train together under torchrun.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.labels import EMOTIONS
+from train.datasets import AudioCache, Clip, LoadResult, load_datasets, provenance
+from train.distributed import dist_info
+from train.evaluate import EvalResult, score, summarise_folds
+from train.folds import make_folds, validation_split, write_folds_json
+from train.loop import ClipData, TrainConfig, predict_proba, train_model
+from train.reports import comparison_table, plot_confusion, plot_learning_curves, write_json
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One command: which data, which model, how to train, where to write."""
+
+    datasets: list[str]
+    data_dirs: list[Path]
+    model: str
+    out_dir: Path
+    train: TrainConfig
+    model_args: dict[str, Any] = field(default_factory=dict)
+    manifest: Path | None = None
+    folds: int = 4
+    val_fraction: float = 0.2
+    resume: bool = False
+    cache_dir: Path | None = None
+    command: str = ""
+
+
+@dataclass
+class RunOutcome:
+    """metrics: what was written to cv_metrics.json / metrics.json; model: the (last) trained model."""
+
+    metrics: dict
+    model: Any
+
+
+@dataclass
+class LoadedData:
+    clips: list[Clip]
+    data: ClipData
+    load: LoadResult
+
+
+def _say(msg: str) -> None:
+    if dist_info().is_main:
+        print(msg, flush=True)
+
+
+def load_run_data(spec: RunSpec, with_egemaps: bool) -> LoadedData:
+    """Load, screen and decode every clip (16 kHz float32), plus eGeMAPS functionals when asked."""
+    from tqdm import tqdm
+
+    result = load_datasets(spec.datasets, spec.data_dirs, spec.manifest)
+    if result.skipped or result.missing:
+        _say(result.skip_report())
+    counts = result.class_counts()
+    _say(f"{len(result.clips)} clips from {len({c.speaker for c in result.clips})} speakers: "
+         + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    cache = AudioCache()
+    waves = [cache.load(c.path) for c in tqdm(result.clips, desc="decoding audio", unit="clip",
+                                               disable=not dist_info().is_main)]
+    labels = np.array([EMOTIONS.index(c.label) for c in result.clips], dtype=np.int64)
+    egemaps = None
+    if with_egemaps:
+        from models.egemaps import cached_egemaps, egemaps_batch
+
+        if spec.cache_dir is not None:
+            egemaps = cached_egemaps([c.path for c in result.clips], Path(spec.cache_dir) / "egemaps",
+                                     load_wave=cache.load, progress=dist_info().is_main)
+        else:
+            egemaps = egemaps_batch(waves, progress=dist_info().is_main)
+        egemaps = np.asarray(egemaps, dtype=np.float32)
+    return LoadedData(result.clips, ClipData(waves, labels, egemaps), result)
+
+
+def _needs_egemaps(spec: RunSpec) -> bool:
+    """True for the SVM and for torch models that declare needs_egemaps (built once to ask)."""
+    from models.registry import build_model, get_spec
+
+    if get_spec(spec.model).family == "classical":
+        return True
+    return bool(getattr(build_model(spec.model, **spec.model_args), "needs_egemaps", False))
+
+
+def _training_meta(spec: RunSpec, extra: dict | None = None) -> dict:
+    return {**spec.train.to_dict(), "model": spec.model, "model_args": spec.model_args,
+            "command": spec.command, **(extra or {})}
+
+
+def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int], val_idx: list[int],
+             run_dir: Path) -> tuple[Any, dict]:
+    """Build, normalise and train one model; returns (trained model, info for metrics.json)."""
+    from models.registry import build_model, get_spec
+
+    fit_data, val_data = data.subset(fit_idx), data.subset(val_idx)
+    args = dict(spec.model_args)
+    if get_spec(spec.model).family == "classical":
+        model = build_model(spec.model, **args)
+        model.fit(fit_data.egemaps, fit_data.labels)
+        probs = model.predict_proba(val_data.egemaps)
+        return model, {"val": score(val_data.labels, probs.argmax(1)).to_dict(), "history": [], "best_epoch": None}
+    model = build_model(spec.model, **args)
+    model.fit_normalisation(fit_data.waves, fit_data.egemaps)
+    result = train_model(model, fit_data, val_data, spec.train, run_dir, resume=spec.resume,
+                         cache_dir=spec.cache_dir)
+    if dist_info().is_main:
+        plot_learning_curves(result.history, run_dir / "learning_curves.png", f"{spec.model} ({run_dir.name})")
+    return result.model, {"val": result.val_eval.to_dict(), "history": result.history,
+                          "best_epoch": result.best_epoch}
+
+
+def _predict(model: Any, data: ClipData) -> np.ndarray:
+    """Probabilities [N, 6] from a trained torch model or the eGeMAPS SVM."""
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(data.egemaps), dtype=np.float32)
+    return predict_proba(model, data)
+
+
+def _save_bundle(out_dir: Path, model: Any, spec: RunSpec, meta: dict) -> None:
+    from models.bundle import save_bundle
+
+    save_bundle(out_dir, model, spec.model, meta)
+
+
+def run_cv(spec: RunSpec) -> RunOutcome:
+    """Speaker-grouped K-fold CV; writes fold{k}/ bundles, ensemble.json, cv_metrics.json and reports."""
+    started = time.monotonic()
+    dist = dist_info()
+    loaded = load_run_data(spec, _needs_egemaps(spec))
+    clips, data = loaded.clips, loaded.data
+    folds = make_folds(clips, spec.folds, spec.train.seed)
+    out = Path(spec.out_dir)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_folds_json(out / "folds.json", folds, clips, spec.train.seed)
+    oof = np.full(len(clips), -1, dtype=np.int64)
+    model = None
+    fold_results: list[EvalResult] = []
+    shared_backbone, backbone_dir = False, spec.model_args.get("backbone_dir")
+    for fold in folds:
+        fold_dir = out / f"fold{fold.index}"
+        done = fold_dir / "metrics.json"
+        if spec.resume and done.is_file() and (fold_dir / "bundle.json").is_file():
+            saved = json.loads(done.read_text())
+            _say(f"fold {fold.index}: already finished, reusing {done}")
+            fold_results.append(EvalResult.from_dict(saved["eval"]))
+            oof[fold.test_idx] = saved["test_predictions"]
+            continue
+        _say(f"fold {fold.index + 1}/{len(folds)}: test speakers {', '.join(fold.test_speakers)}")
+        fit_idx, val_idx = validation_split(clips, fold.train_idx, spec.train.seed + fold.index, spec.val_fraction)
+        model, info = _fit_one(spec, data, clips, fit_idx, val_idx, fold_dir)
+        shared_backbone = bool(getattr(model, "frozen_backbone", False))
+        preds = _predict(model, data.subset(fold.test_idx)).argmax(1)
+        oof[fold.test_idx] = preds
+        result = score(data.labels[fold.test_idx], preds)
+        fold_results.append(result)
+        _say(f"fold {fold.index + 1}: test macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}")
+        if dist.is_main:
+            train_clips = [clips[i] for i in fold.train_idx]
+            _save_bundle(fold_dir, model, spec, {
+                "fold": fold.index, "metrics": {"test": result.to_dict(), "val": info["val"],
+                                                "test_speakers": fold.test_speakers},
+                "training": _training_meta(spec, {"best_epoch": info["best_epoch"]}),
+                "data": provenance(train_clips, spec.datasets, spec.data_dirs)})
+            write_json(done, {"model": spec.model, "fold": fold.index, "eval": result.to_dict(),
+                              "val": info["val"], "history": info["history"],
+                              "test_speakers": fold.test_speakers, "test_predictions": preds.tolist()})
+            plot_confusion(result, fold_dir / "confusion.png", f"{spec.model} fold {fold.index}")
+    summary = summarise_folds(fold_results)
+    oof_eval = score(data.labels, oof)
+    payload = {"model": spec.model, "summary": summary, "oof": oof_eval.to_dict(),
+               "wall_time_s": time.monotonic() - started, "training": _training_meta(spec),
+               "data": provenance(clips, spec.datasets, spec.data_dirs)}
+    if dist.is_main:
+        write_json(out / "cv_metrics.json", payload)
+        write_json(out / "ensemble.json", {"format_version": 1, "kind": "ensemble",
+                                           "members": [f"fold{f.index}" for f in folds],
+                                           "shared_backbone": shared_backbone, "backbone_dir": backbone_dir})
+        plot_confusion(oof_eval, out / "confusion_oof.png", f"{spec.model} {len(folds)}-fold CV, out-of-fold")
+        (out / "report.md").write_text(comparison_table([out]))
+        _say(f"CV macro-F1 {summary['macro_f1']['mean']:.3f} ± {summary['macro_f1']['std']:.3f} "
+             f"(out-of-fold {oof_eval.macro_f1:.3f}) in {payload['wall_time_s'] / 60:.1f} min -> {out}")
+    return RunOutcome(payload, model)
+
+
+def run_fit(spec: RunSpec) -> RunOutcome:
+    """Train on all data (speaker-grouped validation split for early stopping); write one bundle."""
+    started = time.monotonic()
+    dist = dist_info()
+    loaded = load_run_data(spec, _needs_egemaps(spec))
+    clips, data = loaded.clips, loaded.data
+    out = Path(spec.out_dir)
+    fit_idx, val_idx = validation_split(clips, list(range(len(clips))), spec.train.seed, spec.val_fraction)
+    model, info = _fit_one(spec, data, clips, fit_idx, val_idx, out)
+    val_eval = EvalResult.from_dict(info["val"])
+    payload = {"model": spec.model, "eval": info["val"], "split": "validation",
+               "val_speakers": sorted({clips[i].speaker for i in val_idx}),
+               "history": info["history"], "wall_time_s": time.monotonic() - started}
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _save_bundle(out, model, spec, {
+            "fold": None, "metrics": {"val": info["val"], "val_speakers": payload["val_speakers"]},
+            "training": _training_meta(spec, {"best_epoch": info["best_epoch"]}),
+            "data": provenance(clips, spec.datasets, spec.data_dirs)})
+        write_json(out / "metrics.json", payload)
+        plot_confusion(val_eval, out / "confusion_val.png", f"{spec.model} validation speakers")
+        _say(f"validation macro-F1 {val_eval.macro_f1:.3f}; bundle written to {out}")
+    return RunOutcome(payload, model)
+
+
+def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalResult:
+    """Score a bundle (or ensemble folder) on a dataset; writes metrics.json + confusion.png to out_dir."""
+    from tqdm import tqdm
+
+    from models.registry import load_classifier
+
+    classifier = load_classifier(str(bundle_dir), device=None if spec.train.device == "auto" else spec.train.device)
+    loaded = load_run_data(spec, with_egemaps=False)
+    probs = []
+    for start in tqdm(range(0, len(loaded.data.waves), batch_size), desc="evaluating", unit="batch"):
+        probs.append(classifier.predict(loaded.data.waves[start:start + batch_size]))
+    pred = np.concatenate(probs).argmax(1)
+    result = score(loaded.data.labels, pred)
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", {"model": str(bundle_dir), "eval": result.to_dict(), "split": "evaluate",
+                                      "data": provenance(loaded.clips, spec.datasets, spec.data_dirs)})
+    plot_confusion(result, out / "confusion.png", f"{Path(bundle_dir).name} on {'+'.join(spec.datasets)}")
+    print(f"macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}, UAR {result.uar:.3f} "
+          f"on {result.n} clips -> {out}")
+    return result
