@@ -5,7 +5,9 @@
 For each model: `forward_ms` is one model forward (log-mel front end included) on
 one clip of --clip-s seconds under torch.inference_mode(); `predict_ms` is the
 whole Classifier.predict path the engine uses (padding, eGeMAPS when the model
-needs them, softmax). Mean and 95th percentile over --runs runs after --warmup
+needs them, softmax). `forward_cpu_ms` is process CPU time per forward (all
+threads; steadier than wall time when other jobs share the cores, but it also
+counts OpenMP spin-waiting). Mean and 95th percentile over --runs runs after --warmup
 runs (the first CPU calls pay for oneDNN kernel set-up). The eGeMAPS SVM row
 has predict_ms only. Figures are wall-clock milliseconds; other processes on
 the machine inflate them, so read p95 with care on a shared box.
@@ -26,12 +28,13 @@ SAMPLE_RATE_HZ = 16_000
 def _timed(fn: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu_start = [], time.process_time()
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000.0)
-    return {"mean_ms": float(np.mean(times)), "p95_ms": float(np.percentile(times, 95))}
+    cpu_ms = (time.process_time() - cpu_start) * 1000.0 / runs
+    return {"mean_ms": float(np.mean(times)), "p95_ms": float(np.percentile(times, 95)), "cpu_ms": cpu_ms}
 
 
 def _speech_like_clip(seconds: float) -> np.ndarray:
@@ -47,7 +50,7 @@ def _speech_like_clip(seconds: float) -> np.ndarray:
 def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
         names: list[str] | None = None) -> dict:
     """Returns {"clip_s", "threads", "runs", "rows": [{"model", "params", "weights_mb",
-    "forward_mean_ms", "forward_p95_ms", "predict_mean_ms", "predict_p95_ms"}]}."""
+    "forward_mean_ms", "forward_p95_ms", "forward_cpu_ms", "predict_mean_ms", "predict_p95_ms"}]}."""
     import torch
 
     from models.egemaps import EGEMAPS_DIM, egemaps
@@ -75,6 +78,7 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
         predict_t = _timed(lambda: classifier.predict([clip]), runs, warmup)
         rows.append({"model": name, "params": params, "weights_mb": round(weights_mb, 2),
                      "forward_mean_ms": forward_t["mean_ms"], "forward_p95_ms": forward_t["p95_ms"],
+                     "forward_cpu_ms": forward_t["cpu_ms"],
                      "predict_mean_ms": predict_t["mean_ms"], "predict_p95_ms": predict_t["p95_ms"]})
     if names is None:
         rng = np.random.default_rng(0)
@@ -83,7 +87,7 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
         classifier = SklearnClassifier(svm, name="egemaps-svm")
         predict_t = _timed(lambda: classifier.predict([clip]), max(5, runs // 5), 2)
         rows.append({"model": "egemaps-svm", "params": None, "weights_mb": None,
-                     "forward_mean_ms": None, "forward_p95_ms": None,
+                     "forward_mean_ms": None, "forward_p95_ms": None, "forward_cpu_ms": None,
                      "predict_mean_ms": predict_t["mean_ms"], "predict_p95_ms": predict_t["p95_ms"]})
     return {"clip_s": clip_s, "threads": threads, "runs": runs, "rows": rows}
 
@@ -94,13 +98,14 @@ def markdown(result: dict) -> str:
 
     lines = [f"Per-utterance latency, {result['clip_s']} s clip, {result['threads']} torch threads, "
              f"{result['runs']} runs (ms)", "",
-             "| model | params | weights MB | forward mean | forward p95 | predict mean | predict p95 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | params | weights MB | forward mean | forward p95 | forward CPU | predict mean | predict p95 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
         params = "-" if row["params"] is None else f"{row['params']:,}"
         weights = "-" if row["weights_mb"] is None else f"{row['weights_mb']:.1f}"
-        lines.append(f"| {row['model']} | {params} | {weights} | {fmt(row['forward_mean_ms'])} | "
-                     f"{fmt(row['forward_p95_ms'])} | {fmt(row['predict_mean_ms'])} | {fmt(row['predict_p95_ms'])} |")
+        timings = " | ".join(fmt(row[key]) for key in ("forward_mean_ms", "forward_p95_ms", "forward_cpu_ms",
+                                                         "predict_mean_ms", "predict_p95_ms"))
+        lines.append(f"| {row['model']} | {params} | {weights} | {timings} |")
     return "\n".join(lines)
 
 

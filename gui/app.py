@@ -39,6 +39,7 @@ args (an argparse.Namespace; every attribute optional):
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -81,11 +82,24 @@ def build_window(engine_factory: Callable[..., Any], args: Any = None, settings:
     return window
 
 
+def check_display() -> None:
+    """Raise ValueError (one line) when Qt would abort for lack of a display (Linux, no X/Wayland)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError("no display found (DISPLAY is not set): use --headless, or run the window "
+                         "under `xvfb-run -a python main.py`")
+
+
 def run_gui(engine_factory: Callable[..., Any], args: Any = None) -> int:
-    """Show the monitor and run the Qt event loop; returns the process exit code."""
+    """Show the monitor and run the Qt event loop; returns the process exit code.
+
+    Raises ValueError (one line) when there is no display to show a window on.
+    """
     from PyQt5.QtCore import QTimer
     from PyQt5.QtWidgets import QApplication
 
+    check_display()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(SETTINGS_ORGANISATION)
     app.setApplicationName(SETTINGS_APPLICATION)

@@ -169,11 +169,12 @@ class StatusFields:
     def set_latency_p95(self, latency_ms: float | None) -> None:
         self.latency.setText("p95 latency: —" if latency_ms is None else f"p95 latency: {latency_ms:.0f} ms")
 
-    def set_drops(self, partial_windows: int, utterances: int, audio_blocks: int) -> None:
-        total = partial_windows + utterances + audio_blocks
+    def set_drops(self, partial_windows: int, utterances: int, audio_blocks: int, display_events: int = 0) -> None:
+        total = partial_windows + utterances + audio_blocks + display_events
         self.drops.setText(f"drops: {total}")
         self.drops.setToolTip(f"{partial_windows} live windows, {utterances} utterances, "
-                              f"{audio_blocks} audio blocks dropped (queues full)")
+                              f"{audio_blocks} audio blocks, {display_events} display events dropped "
+                              "(queues full)")
         self.drops.setStyleSheet("padding: 0 6px; border-left: 1px solid #c8c8c8;"
                                  + (" color: #b26a00;" if total else ""))
 

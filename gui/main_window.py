@@ -8,6 +8,7 @@ The plot is redrawn by a QTimer at `REFRESH_HZ`, not per event.
 from __future__ import annotations
 
 import collections
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from gui.controls import ControlBar, StatusFields, query_input_devices
 from gui.plots import EmotionPlot, PlotConfig
 from gui.review import SessionFileError, copy_session, export_session_csv, load_session, overview
 from gui.session import EngineFactory, SessionController, new_session_path
-from gui.settings_dialog import ModelFoldersDialog, check_backbone_folder, check_ensemble_folder
+from gui.settings_dialog import ModelFoldersDialog, ensemble_usable
 from gui.widgets import CurrentEmotionView, ProbabilityPanel, UtteranceTable
 from realtime.types import DropNotice, EmotionPrediction, EngineStatus, LevelUpdate, SessionSummary
 
@@ -45,6 +46,7 @@ class MainWindow(QMainWindow):
         self.reviewing = False
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.last_summary: SessionSummary | None = None
+        self._active_error = ""
 
         self.bridge = EngineBridge(self)
         self.bridge.event.connect(self.on_engine_event)
@@ -174,9 +176,7 @@ class MainWindow(QMainWindow):
 
     def _apply_model_folders(self, ensemble_dir: str, backbone_dir: str) -> None:
         self.ensemble_dir, self.backbone_dir = ensemble_dir, backbone_dir
-        usable = bool(ensemble_dir and backbone_dir) and check_ensemble_folder(ensemble_dir).ok \
-            and check_backbone_folder(backbone_dir).ok
-        self.controls.set_ensemble_available(usable)
+        self.controls.set_ensemble_available(ensemble_usable(ensemble_dir, backbone_dir))
 
     def open_model_folders(self) -> ModelFoldersDialog:
         dialog = ModelFoldersDialog(self.ensemble_dir, self.backbone_dir, self)
@@ -209,7 +209,7 @@ class MainWindow(QMainWindow):
             return
         self._reset_live_view()
         model_choice = self.controls.model_choice()
-        options = ({"ensemble_dir": self.ensemble_dir, "backbone_dir": self.backbone_dir}
+        options = ({"ensemble_dir": self.ensemble_dir, "backbone_dir": self.backbone_dir or None}
                    if model_choice == "wavlm-ensemble" else {})
         self.session_path = str(new_session_path(self.sessions_dir))
         self.status.set_state("starting", f"loading {model_choice}")
@@ -229,6 +229,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def _on_stopped(self, summary: SessionSummary | None) -> None:
+        self.plot.show_all()
         if summary is not None:
             self._show_summary(summary)
             self.status.set_state("stopped", f"{summary.utterances} utterances")
@@ -251,6 +252,7 @@ class MainWindow(QMainWindow):
         self._latencies.clear()
         self.last_summary = None
         self.status.set_error("")
+        self._active_error = ""
         self.status.set_latency_p95(None)
         self.status.set_drops(0, 0, 0)
         self.status.set_model("", False)
@@ -267,7 +269,8 @@ class MainWindow(QMainWindow):
         elif isinstance(event, EngineStatus):
             self._on_status(event)
         elif isinstance(event, DropNotice):
-            self.status.set_drops(event.partial_windows, event.utterances, event.audio_blocks)
+            self.status.set_drops(event.partial_windows, event.utterances, event.audio_blocks,
+                                  self.bridge.events_dropped)
         elif isinstance(event, SessionSummary):
             self._show_summary(event)
 
@@ -286,16 +289,19 @@ class MainWindow(QMainWindow):
         if status.model:
             self.status.set_model(status.model, status.fallback_active)
         if status.state in ERROR_STATES:
-            self.status.set_error(f"{status.state}: {status.message}" if status.message else status.state)
-        elif status.state == "running":
-            self.status.set_error("")
+            self._active_error = f"{status.state}: {status.message}" if status.message else status.state
+            self.status.set_error(self._active_error)
+        elif status.state == "running" and self._active_error:
+            # Keep the problem visible after recovery: the user may have missed it.
+            self.status.set_error(f"{self._active_error} (resumed at {time.strftime('%H:%M:%S')})")
+            self._active_error = ""
 
     def _show_summary(self, summary: SessionSummary) -> None:
         self.last_summary = summary
         if summary.utterances or summary.partials:
             self.status.set_latency_p95(summary.latency_p95_ms)
         self.status.set_drops(summary.dropped_partials, summary.dropped_utterances,
-                              summary.dropped_audio_blocks)
+                              summary.dropped_audio_blocks, self.bridge.events_dropped)
 
     # ------------------------------------------------------------------ review
     def open_session(self, path: str) -> bool:

@@ -172,7 +172,7 @@ class EmotionPlot(QWidget):
             self.legend.addItem(self.final_curves[name], name)
         sample_partial = pg.PlotDataItem(pen=pg.mkPen("#333", width=1.5, style=Qt.DashLine))
         sample_final = pg.PlotDataItem(pen=pg.mkPen("#333", width=3), symbol="o", symbolSize=7,
-                                       symbolBrush="#333")
+                                       symbolBrush="#333", symbolPen=pg.mkPen("#333"))
         self._legend_samples = (sample_final, sample_partial)
         self.legend.addItem(sample_final, "utterance (final)")
         self.legend.addItem(sample_partial, "live window (partial)")
@@ -232,12 +232,15 @@ class EmotionPlot(QWidget):
     def load_predictions(self, predictions: list[EmotionPrediction]) -> None:
         """Review mode: draw a whole session (in time order) and show all of it."""
         self.clear()
-        self.set_following(False)
         for prediction in sorted(predictions, key=lambda p: (p.end_s, p.kind != "partial")):
             self.add_prediction(prediction)
+        self.show_all()
+
+    def show_all(self) -> None:
+        """Stop following and show the whole session (free zoom/scroll from here on)."""
+        self.set_following(False)
         self.refresh()
-        end = max(self._latest_s, 1.0)
-        self.plot_item.setXRange(0.0, end, padding=0.02)
+        self.plot_item.setXRange(0.0, max(self._latest_s, 1.0), padding=0.02)
 
     # ------------------------------------------------------------------ drawing
     def refresh(self) -> None:

@@ -148,7 +148,10 @@ class SessionController(QObject):
         call.start()
 
     def _on_done(self, result: CallResult) -> None:
+        finished = [c for c in self._calls if not c.running]
         self._calls = [c for c in self._calls if c.running]
+        for call in finished:
+            call.deleteLater()
         if result.tag == "build":
             self._on_built(result)
         else:

@@ -67,6 +67,28 @@ def check_ensemble_folder(folder: str) -> FolderCheck:
     return FolderCheck(folder, tuple(problems))
 
 
+def recorded_backbone_dir(ensemble_dir: str) -> str:
+    """The backbone folder ensemble.json recorded at training time ('' when none/unreadable)."""
+    try:
+        data = json.loads((Path(ensemble_dir) / "ensemble.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    value = data.get("backbone_dir") if isinstance(data, dict) else None
+    return str(value) if value else ""
+
+
+def effective_backbone_dir(ensemble_dir: str, backbone_dir: str) -> str:
+    """The user's backbone folder, else the one recorded in ensemble.json."""
+    return backbone_dir or (recorded_backbone_dir(ensemble_dir) if ensemble_dir else "")
+
+
+def ensemble_usable(ensemble_dir: str, backbone_dir: str) -> bool:
+    """True when the WavLM ensemble can be offered: both folders present and complete."""
+    backbone = effective_backbone_dir(ensemble_dir, backbone_dir)
+    return bool(ensemble_dir and backbone) and check_ensemble_folder(ensemble_dir).ok \
+        and check_backbone_folder(backbone).ok
+
+
 class ModelFoldersDialog(QDialog):
     """Choose the ensemble and backbone folders. Both empty = ensemble disabled."""
 
@@ -74,7 +96,7 @@ class ModelFoldersDialog(QDialog):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model folders")
-        self.setMinimumWidth(620)
+        self.setMinimumWidth(760)
         self.ensemble_edit = QLineEdit(ensemble_dir)
         self.backbone_edit = QLineEdit(backbone_dir)
         self.ensemble_status = QLabel()
@@ -90,6 +112,7 @@ class ModelFoldersDialog(QDialog):
             browse = QPushButton("Browse…")
             browse.clicked.connect(lambda _checked=False, e=edit: self._browse(e))
             edit.textChanged.connect(self._update_status)
+            status.setWordWrap(True)
             grid.addWidget(QLabel(title), 3 * row, 0, 1, 2)
             grid.addWidget(edit, 3 * row + 1, 0)
             grid.addWidget(browse, 3 * row + 1, 1)
@@ -113,10 +136,8 @@ class ModelFoldersDialog(QDialog):
 
     @property
     def ensemble_enabled(self) -> bool:
-        """True when both folders are given and pass their checks."""
-        return (bool(self.ensemble_dir and self.backbone_dir)
-                and check_ensemble_folder(self.ensemble_dir).ok
-                and check_backbone_folder(self.backbone_dir).ok)
+        """True when both folders (the backbone may come from ensemble.json) pass their checks."""
+        return ensemble_usable(self.ensemble_dir, self.backbone_dir)
 
     def _browse(self, edit: QLineEdit) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose folder", edit.text())
@@ -125,17 +146,20 @@ class ModelFoldersDialog(QDialog):
 
     def _checks(self) -> tuple[FolderCheck | None, FolderCheck | None]:
         ensemble = check_ensemble_folder(self.ensemble_dir) if self.ensemble_dir else None
-        backbone = check_backbone_folder(self.backbone_dir) if self.backbone_dir else None
+        backbone_dir = effective_backbone_dir(self.ensemble_dir, self.backbone_dir)
+        backbone = check_backbone_folder(backbone_dir) if backbone_dir else None
         return ensemble, backbone
 
     def _update_status(self) -> None:
         ensemble, backbone = self._checks()
         for label, check in ((self.ensemble_status, ensemble), (self.backbone_status, backbone)):
             if check is None:
-                label.setText("not set")
+                label.setText("not set (the backbone may also be recorded in ensemble.json)"
+                              if label is self.backbone_status else "not set")
                 label.setStyleSheet("color: #666;")
             else:
-                label.setText(check.text())
+                recorded = label is self.backbone_status and not self.backbone_dir
+                label.setText(("from ensemble.json: " if recorded else "") + check.text())
                 label.setStyleSheet("color: #2e7d32;" if check.ok else "color: #b00020;")
 
     def validation_error(self) -> str:

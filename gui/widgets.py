@@ -158,7 +158,7 @@ class ProbabilityPanel(QWidget):
         for name in EMOTIONS:
             bar = QProgressBar()
             bar.setRange(0, 1000)
-            bar.setFormat(f"{name} %p%")
+            bar.setFormat("%p%")
             bar.setStyleSheet(f"QProgressBar::chunk {{ background-color: {EMOTION_COLOURS[name]}; }}")
             self.bars[name] = bar
             form.addRow(name, bar)

@@ -94,6 +94,11 @@ def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any]
     """
     get_spec(name)
     meta = dict(meta or {})
+    # DistributedDataParallel (.module) and torch.compile (._orig_mod) wrappers prefix the state-dict keys.
+    for wrapper_attr in ("module", "_orig_mod"):
+        inner = getattr(model, wrapper_attr, None)
+        if isinstance(model, nn.Module) and isinstance(inner, nn.Module):
+            model = inner
     kind = "torch" if isinstance(model, nn.Module) else "sklearn"
     if not callable(getattr(model, "model_args", None)):
         raise TypeError(f"{type(model).__name__} has no model_args(); cannot bundle it")
@@ -159,7 +164,8 @@ def read_bundle_json(bundle_dir: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise BundleError(f"{json_path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        raise BundleError(
+            f"{json_path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise BundleError(f"cannot read {json_path}: {err}") from None
     if not isinstance(meta, dict):

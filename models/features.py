@@ -106,16 +106,19 @@ class LogMelFrontend(nn.Module):
     fitted with `fit_stats` on training audio and saved in the state dict.
     `stats_frames` ([] float) counts the frames they were fitted on (0 = unfitted).
     Set `spec_augment_enabled` to switch SpecAugment on/off (it only ever
-    acts in training mode).
+    acts in training mode). With `utterance_norm` each clip's mean over its
+    valid frames is also subtracted per mel bin (cepstral-mean-style
+    normalisation: removes a speaker's or microphone's fixed spectral tilt).
     """
 
     def __init__(self, config: LogMelConfig | None = None,
                  spec_augment: SpecAugmentConfig | None = None,
-                 spec_augment_enabled: bool = True) -> None:
+                 spec_augment_enabled: bool = True, utterance_norm: bool = False) -> None:
         super().__init__()
         self.config = config or LogMelConfig()
         self.spec_augment_config = spec_augment or SpecAugmentConfig()
         self.spec_augment_enabled = spec_augment_enabled
+        self.utterance_norm = utterance_norm
         cfg = self.config
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=cfg.sample_rate_hz, n_fft=cfg.win_samples, win_length=cfg.win_samples,
@@ -153,8 +156,10 @@ class LogMelFrontend(nn.Module):
             raise ValueError(f"wave must be [batch, samples], got shape {tuple(wave.shape)}")
         lengths = lengths.to(device=wave.device, dtype=torch.long)
         wave, lengths = self._pad_short(wave.float(), lengths)
-        mel = self.mel(wave)  # [B, n_mels, frames]
-        feats = torch.log(mel + self.config.log_floor).transpose(1, 2)  # [B, frames, n_mels]
+        # Power spectra overflow half precision and log needs the floor: stay float32 under autocast.
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            mel = self.mel(wave)  # [B, n_mels, frames]
+            feats = torch.log(mel + self.config.log_floor).transpose(1, 2)  # [B, frames, n_mels]
         frame_lengths = self.config.num_frames(lengths).clamp(max=feats.shape[1])
         return LogMelFeatures(feats, frame_lengths)
 
@@ -162,12 +167,15 @@ class LogMelFrontend(nn.Module):
         """wave [B, T] float32, lengths [B] int64 -> normalised, masked LogMelFeatures."""
         raw = self.log_mel(wave, lengths)
         feats = (raw.features - self.mel_mean) / self.mel_std
+        valid = frames_mask(raw.frame_lengths, feats.shape[1]).unsqueeze(-1)  # [B, frames, 1]
+        if self.utterance_norm:
+            counts = raw.frame_lengths.clamp(min=1).to(feats.dtype)[:, None, None]
+            feats = feats - (feats * valid).sum(1, keepdim=True) / counts
         if self.training and self.spec_augment_enabled and (self.freq_masks or self.time_masks):
             spec = feats.transpose(1, 2).unsqueeze(1)  # [B, 1, n_mels, frames]
             for mask in (*self.freq_masks, *self.time_masks):
                 spec = mask(spec)
             feats = spec.squeeze(1).transpose(1, 2)
-        valid = frames_mask(raw.frame_lengths, feats.shape[1]).unsqueeze(-1)
         return LogMelFeatures(feats.masked_fill(~valid, 0.0), raw.frame_lengths)
 
     @torch.no_grad()
@@ -197,7 +205,7 @@ class LogMelFrontend(nn.Module):
 
     def config_dict(self) -> dict:
         """JSON-serialisable description for bundle.json's `feature` key."""
-        return {"type": "logmel", **asdict(self.config)}
+        return {"type": "logmel", **asdict(self.config), "utterance_norm": self.utterance_norm}
 
 
 def pad_batch(waves: Sequence[np.ndarray], device: torch.device | str = "cpu",

@@ -229,7 +229,7 @@ class Engine:
         self._source_stop.set()
         self.source.stop(timeout_s=min(timeout_s, 2.0))
         self._stopping.set()
-        for thread in self._threads:
+        for thread in reversed(self._threads):   # segmenter first: the worker waits for its flush
             thread.join(max(0.05, deadline - time.monotonic()))
         self._abort.set()
         abandoned = self.utterance_q.qsize()
@@ -240,13 +240,17 @@ class Engine:
         self._report_drops("end of session")
         summary = self.summary()
         self._final_summary = summary
-        if self.timeline is not None:
-            self.timeline.write_summary(summary)
-        self._notify(summary)
         self._status("stopped", f"{summary.utterances} utterances, p95 latency {summary.latency_p95_ms:.0f} ms")
         if self.timeline is not None:
+            self.timeline.write_summary(summary)   # the last line of a cleanly stopped session
             self.timeline.close()
+        self._notify(summary)
         return summary
+
+    @property
+    def skipped_stale_partials(self) -> int:
+        """Partial windows not classified because their utterance's final result was already due."""
+        return self._worker.skipped_stale_partials if self._worker is not None else 0
 
     def summary(self) -> SessionSummary:
         self.metrics.set_audio_drops(int(getattr(self.source, "dropped_blocks", 0)))

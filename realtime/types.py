@@ -32,7 +32,7 @@ class Utterance:
 
     start_s: float
     end_s: float
-    audio: np.ndarray = field(repr=False)
+    audio: np.ndarray = field(repr=False, compare=False)
     cut_at_max: bool = False
 
 
@@ -45,7 +45,7 @@ class PartialWindow:
 
     start_s: float
     end_s: float
-    audio: np.ndarray = field(repr=False)
+    audio: np.ndarray = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ class InferenceWorker:
         self.is_stale = is_stale
         self.fallback_flag = fallback_flag
         self.finished = threading.Event()
-        self.dropped_partials = 0
+        self.skipped_stale_partials = 0
         self._orders = {id(fallback): reorder_to_emotions(fallback.labels)}
         if primary is not None:
             self._orders[id(primary)] = reorder_to_emotions(primary.labels)
@@ -112,11 +112,13 @@ class InferenceWorker:
             item = self.partial_q.get(timeout=POLL_S)
         except queue.Empty:
             return None
-        if self.stopping.is_set() or self.is_stale(item):
-            # Shutting down, or the utterance covering this window is already queued:
-            # its live trace point would arrive after the final result, so skip it.
+        if self.stopping.is_set():
             self.metrics.record_drops(partials=1)
-            self.dropped_partials += 1
+            return None
+        if self.is_stale(item):
+            # The utterance covering this window is already queued: its live trace point
+            # would arrive after the final result. Skipped by design, not a capacity drop.
+            self.skipped_stale_partials += 1
             return None
         return item
 

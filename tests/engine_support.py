@@ -189,3 +189,13 @@ def offline_utterances(audio: np.ndarray, cfg=None) -> list:
     segmenter = StreamSegmenter(cfg)
     events = segmenter.push(float_to_int16(audio)) + segmenter.flush()
     return [e for e in events if isinstance(e, Utterance)]
+
+
+def offline_partial_windows(audio: np.ndarray, window_cfg=None) -> list:
+    """Partial windows the engine's segmenter schedules over a whole 16 kHz float32 array."""
+    from realtime.types import PartialWindow
+    from realtime.windows import StreamSegmenter
+
+    segmenter = StreamSegmenter(None, window_cfg)
+    events = segmenter.push(float_to_int16(audio)) + segmenter.flush()
+    return [e for e in events if isinstance(e, PartialWindow)]

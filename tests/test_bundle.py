@@ -105,6 +105,8 @@ def test_doublestream_round_trip_computes_egemaps(tmp_path):
     feats = egemaps_batch(waves)
     model.fit_normalisation(waves, feats)
     save_bundle(tmp_path / "ds", model, "doublestream-v4")
+    feature = json.loads((tmp_path / "ds" / "bundle.json").read_text())["feature"]
+    assert feature["type"] == "logmel+egemaps" and feature["egemaps"]["functionals"] == EGEMAPS_DIM
     classifier = load_bundle_classifier(tmp_path / "ds", device="cpu")
     assert classifier.name == "doublestream-v4"
     model.eval()
@@ -218,12 +220,26 @@ def test_ensemble_folder_dispatches_to_load_ensemble(tmp_path, monkeypatch):
     import models.ensemble
 
     calls = []
-    monkeypatch.setattr(models.ensemble, "load_ensemble", lambda folder, device: calls.append((folder, device)) or "E")
+    monkeypatch.setattr(models.ensemble, "load_ensemble",
+                        lambda folder, device: calls.append((folder, device)) or "E")
     (tmp_path / "ensemble.json").write_text("{}")
     assert load_bundle_classifier(tmp_path, device="cpu") == "E"
     assert calls == [(tmp_path, "cpu")]
     with pytest.raises(BundleError, match="ensemble"):
         load_bundle(tmp_path)
+
+
+def test_save_bundle_unwraps_ddp_style_wrappers(tmp_path):
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.module = inner
+
+    model = build_model("cnn").eval()
+    save_bundle(tmp_path / "wrapped", Wrapper(model), "cnn")
+    loaded, _ = load_bundle(tmp_path / "wrapped")
+    assert set(loaded.state_dict()) == set(model.state_dict())
+    assert not any(key.startswith("module.") for key in loaded.state_dict())
 
 
 def test_save_bundle_rejects_bad_names_and_reserved_meta(tmp_path):
@@ -239,6 +255,13 @@ def test_torch_classifier_picks_a_device_and_rejects_stereo():
     assert classifier.device == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="mono"):
         classifier.predict([np.zeros((2, 1600), np.float32)])
+
+
+def test_torch_classifier_copes_with_empty_and_tiny_clips():
+    classifier = TorchClassifier(build_model("doublestream-v4", n_blocks=1), name="ds", device="cpu")
+    probs = classifier.predict([np.zeros(0, np.float32), np.full(10, 0.1, np.float32), _waves(1)[0]])
+    assert probs.shape == (3, NUM_CLASSES) and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
 def test_git_commit_never_raises(tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine_support import (REPO_ROOT, EventLog, PacedArraySource, SlowClassifier, make_bundle,
-                            offline_utterances, write_speech_file)
+                            offline_partial_windows, offline_utterances, write_speech_file)
 from realtime.engine import Engine, EngineConfig
 from realtime.metrics import latency_stats
 from realtime.sources import FileSource
@@ -108,11 +108,15 @@ def test_partial_windows_on_schedule_during_long_utterance(classifier, speech, t
     offline = offline_utterances(source.audio)
     assert len(offline) == 1 and offline[0].end_s - offline[0].start_s > 8.0
     cfg = EngineConfig(hop_ms=500, window_ms=2000, min_window_ms=1000)
-    _, session, _ = run_engine(source, classifier, tmp_path, cfg=cfg)
+    engine, session, _ = run_engine(source, classifier, tmp_path, cfg=cfg)
     (utterance,) = session.utterances()
     partials = session.partials()
-    expected = int((utterance.end_s + 0.45 - utterance.start_s - 1.0) / 0.5)   # until the hangover ends
-    assert len(partials) >= 0.9 * expected
+    scheduled = offline_partial_windows(source.audio, cfg.window_config())
+    assert len(scheduled) >= int((utterance.end_s - utterance.start_s - 1.0) / 0.5)
+    assert len(partials) >= 0.9 * len(scheduled)
+    # Every window the segmenter scheduled is accounted for: classified, dropped or skipped.
+    assert len(partials) + session.summary["dropped_partials"] + engine.skipped_stale_partials == len(scheduled)
+    assert {(p.start_s, p.end_s) for p in partials} <= {(w.start_s, w.end_s) for w in scheduled}
     ends = np.array([p.end_s for p in partials])
     offsets = (ends - utterance.start_s) / 0.5
     assert np.allclose(offsets, np.round(offsets), atol=1e-3)      # on the hop grid

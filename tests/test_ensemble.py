@@ -154,3 +154,11 @@ def test_moved_backbone_needs_and_accepts_an_override(tiny, tmp_path):
     after = load_ensemble(folder, "cpu", backbone_dir=str(elsewhere))
     assert after.shared
     assert np.allclose(before, after.predict(clips), atol=1e-6)
+
+
+def test_log_mel_members_form_a_separate_ensemble(tmp_path):
+    folder = _write_ensemble(tmp_path / "cnn", "cnn", {}, 2, False, None)
+    clips = _clips(5)
+    ensemble = load_ensemble(folder, "cpu")
+    assert not ensemble.shared and ensemble.size == 2
+    assert np.allclose(ensemble.predict(clips), _mean_of_members(folder, clips), atol=1e-5)

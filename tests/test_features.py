@@ -67,6 +67,8 @@ def test_short_clip_is_padded_to_minimum():
 
 def test_fit_stats_standardises_and_survives_state_dict(tmp_path):
     frontend = LogMelFrontend()
+    with pytest.raises(ValueError, match="at least one"):
+        frontend.fit_stats([])
     assert not frontend.is_fitted
     waves = [_noise(n, seed=i, scale=0.05 * (i + 1)) for i, n in enumerate([16_000, 24_000, 32_000])]
     frontend.fit_stats(waves)

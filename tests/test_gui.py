@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 pytest.importorskip("pytestqt")
-from PyQt5.QtCore import QSettings, Qt  # noqa: E402
+from PyQt5.QtCore import QPointF, QSettings, Qt  # noqa: E402
 from PyQt5.QtWidgets import QDialog, QFileDialog  # noqa: E402
 
 from gui.app import build_window  # noqa: E402
@@ -90,10 +90,6 @@ def engine_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(ENGINE_THREAD_PREFIXES)]
 
 
-def fake_devices() -> list[InputDevice]:
-    return [InputDevice(0, "Built-in Mic", 2, 44100.0, False), InputDevice(3, "USB Headset", 1, 16000.0, True)]
-
-
 def write_session(path: Path, utterances: int = 3, partials_each: int = 4) -> Path:
     rng = np.random.default_rng(1)
     with TimelineWriter(path, {"input": "synthetic"}) as writer:
@@ -129,7 +125,7 @@ def test_window_builds_with_six_curves_and_conformer_default(qtbot, settings, tm
 
 
 def test_device_list_fills_and_prefers_default(qtbot, settings, monkeypatch):
-    devices = fake_devices()
+    devices = [InputDevice(0, "Built-in Mic", 2, 44100.0, False), InputDevice(3, "USB Headset", 1, 16000.0, True)]
     monkeypatch.setattr("gui.controls.list_input_devices", lambda: list(devices))
     monkeypatch.setattr("gui.controls.rescan_devices", lambda: None)
     window = build_window(lambda *a, **k: None, None, settings)
@@ -244,6 +240,25 @@ def test_closing_while_the_model_loads_still_stops_the_engine(qtbot, settings, t
     assert load_timeline(window.session_path).complete
 
 
+def test_events_from_an_engine_thread_reach_status_bar_meter_and_indicator(qtbot, settings):
+    from realtime.types import DropNotice, EngineStatus, LevelUpdate
+
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    events = [EngineStatus("running", "listening", "conformer-v3.2"), LevelUpdate(1.0, -12.0, True),
+              DropNotice(2, 0, 1), EngineStatus("device-lost", "no audio from USB Mic for 2.0 s", "conformer-v3.2"),
+              EngineStatus("running", "audio input resumed", "wavlm", fallback_active=True)]
+    sender = threading.Thread(target=lambda: [window.bridge.listener(e) for e in events], name="fake-engine")
+    sender.start()
+    sender.join(5)
+    qtbot.waitUntil(lambda: window.bridge.events_received == len(events) and "resumed at" in
+                    window.status.error.text(), timeout=5_000)
+    assert window.status.error.text().startswith("device-lost: no audio from USB Mic for 2.0 s")
+    assert window.status.drops.text() == "drops: 3"
+    assert window.status.model.text() == "model: wavlm (FALLBACK)"
+    assert window.controls.speech_indicator.speech and window.controls.level_meter.value == -12
+
+
 def test_factory_error_is_one_line_and_window_stays_usable(qtbot, settings, tmp_path):
     def factory(*args, **kwargs):
         raise FileNotFoundError("bundle folder not found: models/default")
@@ -269,7 +284,7 @@ def test_review_click_shows_probabilities_and_exports(qtbot, settings, tmp_path,
     second = load_timeline(path).utterances()[1]
     window.plot.refresh()
     view_box = window.plot.plot_item.vb
-    scene_pos = view_box.mapViewToScene(pg_point(0.5 * (second.start_s + second.end_s), 0.5))
+    scene_pos = view_box.mapViewToScene(QPointF(0.5 * (second.start_s + second.end_s), 0.5))
     widget_pos = window.plot.plot_widget.mapFromScene(scene_pos)
     with qtbot.waitSignal(window.plot.utterance_clicked, timeout=5_000) as clicked:
         qtbot.mouseClick(window.plot.plot_widget.viewport(), Qt.LeftButton, pos=widget_pos)
@@ -287,12 +302,6 @@ def test_review_click_shows_probabilities_and_exports(qtbot, settings, tmp_path,
     assert len(list(csv.reader(open(targets["csv"])))) == 1 + 15
     assert targets["png"].stat().st_size > 1000
     assert targets["jsonl"].read_bytes() == path.read_bytes()
-
-
-def pg_point(x: float, y: float):
-    from PyQt5.QtCore import QPointF
-
-    return QPointF(x, y)
 
 
 def test_settings_dialog_rejects_incomplete_backbone_naming_missing_files(qtbot, tmp_path):
@@ -323,7 +332,14 @@ def test_ensemble_entry_enabled_only_with_valid_folders_and_settings_remembered(
     ensemble, backbone = tmp_path / "ens", tmp_path / "bb"
     ensemble.mkdir()
     backbone.mkdir()
-    window = build_window(lambda *a, **k: None, None, settings)
+    calls = []
+
+    def recording_factory(source, model_choice, listener, **options):
+        calls.append((source, model_choice, options))
+        raise ValueError("recorded only")
+
+    window = build_window(recording_factory, None, settings)
+    window.sessions_dir = str(tmp_path / "sessions")
     qtbot.addWidget(window)
     window._apply_model_folders(str(ensemble), str(backbone))
     assert not window.controls.ensemble_available()
@@ -334,7 +350,18 @@ def test_ensemble_entry_enabled_only_with_valid_folders_and_settings_remembered(
         (backbone / name).write_text("{}")
     window._apply_model_folders(str(ensemble), str(backbone))
     assert window.controls.ensemble_available()
+    window._apply_model_folders(str(ensemble), "")  # no backbone chosen and none recorded
+    assert not window.controls.ensemble_available()
+    (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"],
+                                                        "backbone_dir": str(backbone)}))
+    window._apply_model_folders(str(ensemble), "")  # the one recorded at training time is complete
+    assert window.controls.ensemble_available()
     window.controls.select_model("wavlm-ensemble")
+    window.start_session("talk.wav")
+    qtbot.waitUntil(lambda: window.phase == "idle" and len(calls) == 1, timeout=5_000)
+    assert calls[0][:2] == ("talk.wav", "wavlm-ensemble")
+    assert calls[0][2]["ensemble_dir"] == str(ensemble) and calls[0][2]["backbone_dir"] is None
+    assert window.status.error.text() == "ValueError: recorded only"
     window.controls.window_spin.setValue(120)
     window.save_settings()
     again = build_window(lambda *a, **k: None, None, settings)
@@ -353,3 +380,30 @@ def test_series_buffer_grows_then_discards_oldest_half():
     assert np.isnan(buffer.values[-1]).all() and buffer.finite_count() == len(buffer) - 1
     with pytest.raises(ValueError, match="window_s"):
         PlotConfig(window_s=0.1)
+
+
+def test_no_display_is_a_one_line_error(monkeypatch):
+    from gui.app import check_display
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="--headless"):
+        check_display()
+    monkeypatch.setenv("DISPLAY", ":0")
+    check_display()
+
+
+def test_bridge_is_bounded_drops_oldest_and_wakes_the_gui_thread_once(qtbot):
+    from gui.bridge import EngineBridge
+
+    bridge = EngineBridge(max_pending=4)
+    got: list = []
+    bridge.event.connect(got.append)
+    sender = threading.Thread(target=lambda: [bridge.listener(i) for i in range(10)])
+    sender.start()
+    sender.join(5)
+    assert got == [] and bridge.events_received == 10 and bridge.events_dropped == 6
+    qtbot.waitUntil(lambda: got == [6, 7, 8, 9], timeout=5_000)
+    bridge.listener(10)
+    qtbot.waitUntil(lambda: got[-1] == 10, timeout=5_000)

@@ -122,6 +122,35 @@ def test_conformer_absolute_positions_and_mean_pooling_variant_work():
     assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("name", LOGMEL)
+def test_stats_pooling_and_utterance_norm_variants_respect_padding(name):
+    torch.manual_seed(2)
+    model = build_model(name, pooling="stats", utterance_norm=True).eval()
+    waves = [np.random.default_rng(i).standard_normal(n).astype(np.float32) * 0.1
+             for i, n in enumerate((30_000, 7_000))]
+    feats = torch.randn(len(waves), EGEMAPS_DIM) if model.needs_egemaps else None
+    with torch.inference_mode():
+        batched = model(*pad_batch(waves), feats)
+        single = torch.cat([model(*pad_batch([w]), None if feats is None else feats[i:i + 1])
+                            for i, w in enumerate(waves)])
+    assert batched.shape == (2, NUM_CLASSES)
+    torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="pooling"):
+        build_model(name, pooling="max")
+
+
+def test_utterance_norm_removes_a_constant_gain():
+    """A fixed gain is a constant offset in log-mel; per-utterance normalisation cancels it."""
+    model = build_model("conformer-v1", utterance_norm=True).eval()
+    clip = np.random.default_rng(0).standard_normal(24_000).astype(np.float32) * 0.05
+    with torch.inference_mode():
+        quiet = model(*pad_batch([clip]))
+        loud = model(*pad_batch([clip * 8.0]))
+        plain = build_model("conformer-v1").eval()
+        assert not torch.allclose(plain(*pad_batch([clip])), plain(*pad_batch([clip * 8.0])), atol=1e-3)
+    torch.testing.assert_close(quiet, loud, atol=2e-3, rtol=1e-3)
+
+
 def test_set_spec_augment_switches_training_masks():
     torch.manual_seed(0)
     model = build_model("conformer-v1", dropout=0.0, time_mask_frames=80, freq_mask_bins=30)

@@ -153,9 +153,11 @@ def test_two_hour_timeline_reloads_fast(tmp_path):
         lines.append(json.dumps({"type": "prediction", **utterance.to_dict()}))
         t += 1.03
     path.write_text("\n".join(lines) + "\n")
-    started = time.perf_counter()
+    # CPU time of this process: other jobs on a shared 2-core machine stretch the wall time
+    # (bench figures cover that), not the work the reload does.
+    started_cpu, started_wall = time.process_time(), time.perf_counter()
     session = load_timeline(path)
-    elapsed = time.perf_counter() - started
+    cpu_s, wall_s = time.process_time() - started_cpu, time.perf_counter() - started_wall
     assert len(session.utterances()) == 7_000 and len(session.partials()) == 14_000
     assert sum(session.superseded) == 14_000
-    assert elapsed < 1.0, f"reload took {elapsed:.2f} s"
+    assert cpu_s < 1.0, f"reload took {cpu_s:.2f} s of CPU ({wall_s:.2f} s wall)"

@@ -26,7 +26,7 @@ from models.labels import NUM_CLASSES
 from train.augment import AugmentConfig, WaveAugmenter, mixup
 from train.distributed import DistInfo, dist_info, wrap_ddp
 from train.evaluate import EvalResult, score
-from train.losses import LossConfig, class_weights_from_counts, make_loss, one_hot, soft_cross_entropy
+from train.losses import LossConfig, class_weights_from_counts, make_loss, one_hot
 
 STATE_FILE = "train_state.pt"
 
@@ -366,4 +366,4 @@ class _null:
 
 
 __all__ = ["TrainConfig", "ClipData", "TrainResult", "TrainingInterrupted", "train_model", "predict_proba",
-           "evaluate_split", "BucketBatchSampler", "warmup_cosine", "soft_cross_entropy"]
+           "evaluate_split", "BucketBatchSampler", "warmup_cosine"]

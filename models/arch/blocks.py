@@ -76,13 +76,41 @@ class AttentionPooling(nn.Module):
         return (x * weights).sum(1)
 
 
+class StatsPooling(nn.Module):
+    """Masked mean and standard deviation over valid frames: x [B, F, D], mask [B, F] -> [B, 2D].
+
+    The spread over time carries emotion cues (how much pitch and energy vary)
+    that a mean alone averages away.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mean = masked_mean(x, mask)
+        var = masked_mean((x - mean.unsqueeze(1)) ** 2, mask)
+        return torch.cat([mean, (var + 1e-5).sqrt()], dim=-1)
+
+
+POOLING_KINDS = ("attention", "mean", "stats")
+
+
 def make_pooling(kind: str, d_model: int) -> nn.Module | None:
-    """'attention' -> AttentionPooling; 'mean' -> None (use masked_mean)."""
+    """'attention' -> AttentionPooling; 'stats' -> StatsPooling; 'mean' -> None (use masked_mean)."""
     if kind == "attention":
         return AttentionPooling(d_model)
+    if kind == "stats":
+        return StatsPooling()
     if kind == "mean":
         return None
-    raise ValueError(f"pooling must be 'attention' or 'mean', got {kind!r}")
+    raise ValueError(f"pooling must be one of {', '.join(POOLING_KINDS)}, got {kind!r}")
+
+
+def pooled_dim(kind: str, d_model: int) -> int:
+    """Width of the pooled utterance vector: 2 * d_model for 'stats', else d_model."""
+    return 2 * d_model if kind == "stats" else d_model
+
+
+def check_pooling(kind: str) -> None:
+    if kind not in POOLING_KINDS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLING_KINDS)}, got {kind!r}")
 
 
 def pool(pooling: nn.Module | None, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -91,10 +119,10 @@ def pool(pooling: nn.Module | None, x: torch.Tensor, mask: torch.Tensor) -> torc
 
 
 def make_frontend(n_mels: int, spec_augment: bool, freq_mask_bins: int,
-                  time_mask_frames: int) -> LogMelFrontend:
+                  time_mask_frames: int, utterance_norm: bool = False) -> LogMelFrontend:
     return LogMelFrontend(LogMelConfig(n_mels=n_mels),
                           SpecAugmentConfig(freq_mask_bins=freq_mask_bins, time_mask_frames=time_mask_frames),
-                          spec_augment_enabled=spec_augment)
+                          spec_augment_enabled=spec_augment, utterance_norm=utterance_norm)
 
 
 def build_config(config_cls: type, model_label: str, args: dict[str, Any]) -> Any:

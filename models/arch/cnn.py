@@ -1,7 +1,7 @@
 """Plain 2D CNN on log-mel (registry: cnn), the baseline.
 
 wave [B, T] -> LogMelFrontend -> [B, 1, n_mels, F] -> blocks of (conv3x3 -> BN -> ReLU -> maxpool 2x2)
--> mean over mel -> masked attention/mean pooling over time -> MLP -> logits [B, 6].
+-> mean over mel -> masked attention/mean/stats pooling over time -> MLP -> logits [B, 6].
 
 Padded time steps are zeroed after every block, so the next 3x3 convolution
 sees exactly the zeros it would see at the end of an unpadded clip: padding a
@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.arch.blocks import LogMelModel, build_config, make_frontend, make_pooling, pool, valid_mask
+from models.arch.blocks import (LogMelModel, build_config, check_pooling, make_frontend, make_pooling, pool,
+                                pooled_dim, valid_mask)
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
@@ -28,6 +29,7 @@ class CNNConfig:
     channels: tuple[int, ...] = (16, 32, 64, 96)
     dropout: float = 0.2
     pooling: str = "attention"
+    utterance_norm: bool = False
     spec_augment: bool = True
     freq_mask_bins: int = 8
     time_mask_frames: int = 20
@@ -40,8 +42,7 @@ class CNNConfig:
             raise ValueError(f"n_mels ({self.n_mels}) too small for {len(self.channels)} 2x poolings")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.pooling not in ("attention", "mean"):
-            raise ValueError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}")
+        check_pooling(self.pooling)
 
 
 class ConvBlock(nn.Module):
@@ -68,13 +69,14 @@ class CNNClassifier(LogMelModel):
     def __init__(self, config: CNNConfig | None = None) -> None:
         super().__init__(config or CNNConfig())
         cfg = self.config
-        self._frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins, cfg.time_mask_frames)
+        self._frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins,
+                                       cfg.time_mask_frames, cfg.utterance_norm)
         widths = (1, *cfg.channels)
         self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
         width = cfg.channels[-1]
         self.pooling = make_pooling(cfg.pooling, width)
-        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(width, width), nn.ReLU(),
-                                  nn.Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES))
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(pooled_dim(cfg.pooling, width), width),
+                                  nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES))
 
     @property
     def frontend(self) -> LogMelFrontend:

@@ -2,7 +2,7 @@
 
 wave [B, T] -> LogMelFrontend -> [B, F, n_mels] -> conv2d subsampling x4 -> [B, F/4, d_model]
 -> N Conformer blocks (½FFN, MHSA with relative position bias, depthwise conv module, ½FFN, LayerNorm)
--> masked attention/mean pooling -> MLP -> logits [B, 6].
+-> masked attention/mean/stats pooling -> MLP -> logits [B, 6].
 
 Padding never reaches valid frames: attention masks padded keys, the conv
 module zeroes padded frames before its depthwise convolution (so they act like
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, make_frontend, make_pooling,
-                                pool, sinusoidal_positions, valid_mask)
+from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, check_pooling, make_frontend,
+                                make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
@@ -38,6 +38,7 @@ class ConformerConfig:
     pos_enc: str = "relative"
     max_relative_frames: int = 64
     pooling: str = "attention"
+    utterance_norm: bool = False
     spec_augment: bool = True
     freq_mask_bins: int = 8
     time_mask_frames: int = 20
@@ -53,8 +54,7 @@ class ConformerConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.pos_enc not in ("relative", "absolute"):
             raise ValueError(f"pos_enc must be 'relative' or 'absolute', got {self.pos_enc!r}")
-        if self.pooling not in ("attention", "mean"):
-            raise ValueError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}")
+        check_pooling(self.pooling)
         if self.max_relative_frames < 1:
             raise ValueError(f"max_relative_frames must be >= 1, got {self.max_relative_frames}")
 
@@ -101,8 +101,8 @@ class SelfAttention(nn.Module):
             pos = torch.arange(frames, device=x.device)
             rel = (pos[None, :] - pos[:, None]).clamp(-self.max_rel, self.max_rel) + self.max_rel
             bias = bias + self.rel_bias(rel).permute(2, 0, 1).unsqueeze(0)  # [B, H, F, F]
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0)
+        attended = F.scaled_dot_product_attention(  # under autocast q is half precision: match it
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_dropout if self.training else 0.0)
         return self.dropout(self.out(attended.transpose(1, 2).reshape(batch, frames, d_model)))
 
 
@@ -153,16 +153,18 @@ class ConformerBlock(nn.Module):
 
 class ConformerEncoder(nn.Module):
     """Log-mel front end + subsampling + Conformer blocks + pooling:
-    wave [B, T], lengths [B] -> utterance embedding [B, d_model]."""
+    wave [B, T], lengths [B] -> utterance embedding [B, out_dim] (2 * d_model for stats pooling)."""
 
     def __init__(self, cfg: ConformerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins, cfg.time_mask_frames)
+        self.frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins,
+                                      cfg.time_mask_frames, cfg.utterance_norm)
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_blocks))
         self.pooling = make_pooling(cfg.pooling, cfg.d_model)
+        self.out_dim = pooled_dim(cfg.pooling, cfg.d_model)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         feats = self.frontend(wave, lengths)
@@ -185,8 +187,8 @@ class ConformerClassifier(LogMelModel):
         super().__init__(config or ConformerConfig())
         self.encoder = ConformerEncoder(self.config)
         d_model = self.config.d_model
-        self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Dropout(self.config.dropout),
-                                  nn.Linear(d_model, NUM_CLASSES))
+        self.head = nn.Sequential(nn.Linear(self.encoder.out_dim, d_model), nn.SiLU(),
+                                  nn.Dropout(self.config.dropout), nn.Linear(d_model, NUM_CLASSES))
 
     @property
     def frontend(self) -> LogMelFrontend:

@@ -1,9 +1,9 @@
 """DoubleStream V4 (registry: doublestream-v4): log-mel Conformer branch + eGeMAPS functionals branch.
 
-wave [B, T], lengths [B] -> ConformerEncoder -> a [B, d_model]
+wave [B, T], lengths [B] -> ConformerEncoder -> a [B, A] (A = d_model, or 2 * d_model for stats pooling)
 egemaps [B, 88] -> standardise (fitted buffers) -> MLP -> e [B, egemaps_hidden]
 fusion "concat": [a; e] -> MLP -> logits [B, 6]
-fusion "gated":  e' = W e; g = sigmoid(W_g [a; e']); g * a + (1 - g) * e' -> MLP -> logits [B, 6]
+fusion "gated":  e' = W e [B, A]; g = sigmoid(W_g [a; e']); g * a + (1 - g) * e' -> MLP -> logits [B, 6]
 
 The two streams see complementary evidence: the Conformer learns spectral
 and temporal patterns, eGeMAPS gives utterance-level prosody (pitch, loudness,
@@ -20,7 +20,7 @@ from torch import nn
 
 from models.arch.blocks import LogMelModel, build_config
 from models.arch.conformer import ConformerConfig, ConformerEncoder
-from models.egemaps import EGEMAPS_DIM
+from models.egemaps import EGEMAPS_DIM, FEATURE_SET
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
@@ -40,6 +40,7 @@ class DoubleStreamConfig:
     pos_enc: str = "relative"
     max_relative_frames: int = 64
     pooling: str = "attention"
+    utterance_norm: bool = False
     spec_augment: bool = True
     freq_mask_bins: int = 8
     time_mask_frames: int = 20
@@ -76,14 +77,15 @@ class DoubleStreamClassifier(LogMelModel):
         self.egemaps_branch = nn.Sequential(
             nn.Linear(EGEMAPS_DIM, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(cfg.egemaps_dropout),
             nn.Linear(hidden, hidden), nn.SiLU())
+        audio_dim = self.encoder.out_dim
         if cfg.fusion == "gated":
-            self.egemaps_proj = nn.Linear(hidden, cfg.d_model)
-            self.gate = nn.Linear(2 * cfg.d_model, cfg.d_model)
-            fused = cfg.d_model
+            self.egemaps_proj = nn.Linear(hidden, audio_dim)
+            self.gate = nn.Linear(2 * audio_dim, audio_dim)
+            fused = audio_dim
         else:
             self.egemaps_proj = None
             self.gate = None
-            fused = cfg.d_model + hidden
+            fused = audio_dim + hidden
         self.head = nn.Sequential(nn.Linear(fused, cfg.d_model), nn.SiLU(), nn.Dropout(cfg.dropout),
                                   nn.Linear(cfg.d_model, NUM_CLASSES))
 
@@ -91,17 +93,21 @@ class DoubleStreamClassifier(LogMelModel):
     def frontend(self) -> LogMelFrontend:
         return self.encoder.frontend
 
+    def feature_config(self) -> dict[str, Any]:
+        return {**self.frontend.config_dict(), "type": "logmel+egemaps",
+                "egemaps": {"feature_set": FEATURE_SET, "functionals": EGEMAPS_DIM}}
+
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor,
                 egemaps: torch.Tensor | None = None) -> torch.Tensor:
         if egemaps is None:
             raise ValueError("doublestream-v4 needs eGeMAPS functionals: pass egemaps [B, 88]")
         if egemaps.shape != (wave.shape[0], EGEMAPS_DIM):
             raise ValueError(f"egemaps must be [{wave.shape[0]}, {EGEMAPS_DIM}], got {tuple(egemaps.shape)}")
-        audio = self.encoder(wave, lengths)  # [B, d_model]
+        audio = self.encoder(wave, lengths)  # [B, A]
         prosody = self.egemaps_branch((egemaps.float() - self.egemaps_mean) / self.egemaps_std)
         if self.gate is None:
             return self.head(torch.cat([audio, prosody], dim=-1))
-        projected = self.egemaps_proj(prosody)  # [B, d_model]
+        projected = self.egemaps_proj(prosody)  # [B, A]
         gate = torch.sigmoid(self.gate(torch.cat([audio, projected], dim=-1)))
         return self.head(gate * audio + (1.0 - gate) * projected)
 

@@ -2,7 +2,7 @@
 
 wave [B, T] -> LogMelFrontend -> [B, F, n_mels] -> conv2d subsampling x4 -> [B, F/4, d_model]
 -> + sinusoidal positions -> nn.TransformerEncoder (pre-norm, padding mask)
--> masked attention/mean pooling -> MLP -> logits [B, 6].
+-> masked attention/mean/stats pooling -> MLP -> logits [B, 6].
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, make_frontend, make_pooling,
-                                pool, sinusoidal_positions, valid_mask)
+from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, check_pooling, make_frontend,
+                                make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
@@ -30,6 +30,7 @@ class TransformerConfig:
     subsampling_channels: int = 64
     dropout: float = 0.1
     pooling: str = "attention"
+    utterance_norm: bool = False
     spec_augment: bool = True
     freq_mask_bins: int = 8
     time_mask_frames: int = 20
@@ -41,8 +42,7 @@ class TransformerConfig:
             raise ValueError("n_layers, ff_mult and subsampling_channels must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.pooling not in ("attention", "mean"):
-            raise ValueError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}")
+        check_pooling(self.pooling)
 
 
 class TransformerClassifier(LogMelModel):
@@ -53,7 +53,8 @@ class TransformerClassifier(LogMelModel):
     def __init__(self, config: TransformerConfig | None = None) -> None:
         super().__init__(config or TransformerConfig())
         cfg = self.config
-        self._frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins, cfg.time_mask_frames)
+        self._frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins,
+                                       cfg.time_mask_frames, cfg.utterance_norm)
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
         self.input_dropout = nn.Dropout(cfg.dropout)
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_model * cfg.ff_mult, cfg.dropout,
@@ -63,8 +64,8 @@ class TransformerClassifier(LogMelModel):
         self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.LayerNorm(cfg.d_model),
                                              enable_nested_tensor=False)
         self.pooling = make_pooling(cfg.pooling, cfg.d_model)
-        self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Dropout(cfg.dropout),
-                                  nn.Linear(cfg.d_model, NUM_CLASSES))
+        self.head = nn.Sequential(nn.Linear(pooled_dim(cfg.pooling, cfg.d_model), cfg.d_model), nn.GELU(),
+                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, NUM_CLASSES))
 
     @property
     def frontend(self) -> LogMelFrontend:

@@ -1,0 +1,128 @@
+"""End to end: `python -m train cv` with a tiny WavLM on real EmoDB clips -> ensemble -> engine.
+
+A small subset of the shared EmoDB copy (4 speakers x 6 emotions x 2 clips = 48, linked, never
+copied) keeps each 2-fold, 1-epoch run to seconds on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from models.backbone import make_tiny_backbone
+from models.ensemble import EnsembleClassifier
+from models.registry import load_classifier
+from train.ssl_report import write_layer_weight_report
+
+SPEAKERS = ("11", "13", "14", "16")  # each has every one of the six emotions
+EMOTION_LETTERS = "WEAFNT"  # the six EmoDB letters that map onto the CREMA-D classes
+CLIPS_PER_CELL = 2
+
+
+@pytest.fixture(scope="module")
+def emodb_subset(emodb_dir: Path, tmp_path_factory) -> Path:
+    """A plain folder of SSTTTEv.wav symlinks into the shared copy."""
+    chosen: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    for path in sorted((emodb_dir / "wav").glob("*.wav")):
+        speaker, letter = path.name[:2], path.name[5]
+        if speaker in SPEAKERS and letter in EMOTION_LETTERS and len(chosen[speaker, letter]) < CLIPS_PER_CELL:
+            chosen[speaker, letter].append(path)
+    if len(chosen) < len(SPEAKERS) * len(EMOTION_LETTERS):
+        pytest.skip("the shared EmoDB copy lacks some speaker/emotion combinations this test needs")
+    folder = tmp_path_factory.mktemp("emodb-subset")
+    for paths in chosen.values():
+        for path in paths:
+            (folder / path.name).symlink_to(path.resolve())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm(tmp_path_factory) -> Path:
+    return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "wavlm", "wavlm")
+
+
+def _train_cv(data: Path, backbone: Path, out: Path, *extra: str) -> None:
+    from train.cli import main
+
+    code = main(["cv", "--model", "wavlm-ultimate", "--backbone-dir", str(backbone), "--dataset", "emodb",
+                 "--data", str(data), "--folds", "2", "--epochs", "1", "--batch-size", "8",
+                 "--threads", "2", "--device", "cpu", "--out", str(out), *extra])
+    assert code == 0
+
+
+def test_frozen_cv_with_feature_cache_gives_a_shared_ensemble_that_runs_in_the_engine(
+        emodb_subset, tiny_wavlm, tmp_path):
+    run = tmp_path / "run"
+    _train_cv(emodb_subset, tiny_wavlm, run, "--cache-dir", str(tmp_path / "cache"), "--loss", "focal",
+              "--focal-gamma", "2")
+    doc = json.loads((run / "ensemble.json").read_text())
+    assert doc["members"] == ["fold0", "fold1"] and doc["shared_backbone"] is True
+    assert any((tmp_path / "cache").rglob("*.npy")), "the frozen backbone features were not cached"
+    for member in doc["members"]:
+        bundle = json.loads((run / member / "bundle.json").read_text())
+        assert bundle["model"]["args"]["backbone_dir"] == str(tiny_wavlm.resolve())
+        assert (run / member / "model.safetensors").stat().st_size < 2_000_000  # head only
+
+    classifier = load_classifier(str(run), "cpu")
+    assert isinstance(classifier, EnsembleClassifier) and classifier.shared
+    waves = [_read_16k(p) for p in sorted(emodb_subset.glob("*.wav"))[:3]]
+    probs = classifier.predict(waves)
+    assert probs.shape == (3, 6) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(probs, classifier.member_probabilities(waves).mean(axis=0), atol=1e-5)
+
+    report = write_layer_weight_report(run)
+    assert report is not None and report.members == ["fold0", "fold1"]
+    assert len(report.mean) == 3 and abs(sum(report.mean) - 1.0) < 1e-5  # JSON rounds to 6 digits
+    assert Path(report.plot_path).stat().st_size > 1_000
+
+    predictions = _run_engine(classifier, _speech_file(emodb_subset, tmp_path / "speech.wav"))
+    assert predictions, "the engine produced no utterance prediction with the ensemble"
+    for prediction in predictions:
+        assert abs(sum(prediction.probs.values()) - 1.0) < 1e-4
+        assert prediction.model == classifier.name
+
+
+def test_top_layer_fine_tuning_cv_gives_a_separate_pass_ensemble(emodb_subset, tiny_wavlm, tmp_path):
+    run = tmp_path / "run"
+    _train_cv(emodb_subset, tiny_wavlm, run, "--model-arg", "train_mode=top", "--model-arg", "top_layers=1")
+    doc = json.loads((run / "ensemble.json").read_text())
+    assert doc["shared_backbone"] is False
+    classifier = load_classifier(str(run), "cpu")
+    assert isinstance(classifier, EnsembleClassifier) and not classifier.shared
+    assert "2 separate passes" in classifier.describe()
+    probs = classifier.predict([_read_16k(sorted(emodb_subset.glob("*.wav"))[0])])
+    assert probs.shape == (1, 6) and np.isfinite(probs).all()
+
+
+def _read_16k(path: Path) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32")
+    return soxr.resample(audio, rate, 16_000).astype(np.float32)
+
+
+def _speech_file(data: Path, out: Path) -> Path:
+    """Two EmoDB sentences separated and surrounded by silence, as one 22.05 kHz file."""
+    parts = []
+    for clip in sorted(data.glob("*.wav"))[:2]:
+        audio, rate = sf.read(clip, dtype="float32")
+        parts += [np.zeros(int(0.8 * rate), np.float32), audio]
+    parts.append(np.zeros(int(1.0 * rate), np.float32))
+    sf.write(out, np.concatenate(parts), rate)
+    return out
+
+
+def _run_engine(classifier, path: Path) -> list:
+    """Replay the file through the real-time engine with the ensemble as model; utterance predictions."""
+    from realtime.engine import Engine, EngineConfig
+    from realtime.sources import FileSource
+    from realtime.types import EmotionPrediction
+
+    events: list = []
+    cfg = EngineConfig(partials_enabled=False, latency_budget_ms=60_000.0, warmup_models=False)
+    with Engine(FileSource(path, pace="fast"), fallback=classifier, cfg=cfg, listener=events.append) as engine:
+        assert engine.wait(120.0), "the engine did not finish the file in time"
+    return [e for e in events if isinstance(e, EmotionPrediction) and e.kind == "utterance"]
