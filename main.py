@@ -21,6 +21,8 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from realtime.vad import SegmenterConfig
+
     parser = argparse.ArgumentParser(
         prog="main.py", description="VED: live speech emotion recognition (6 classes: anger, disgust, "
         "fear, happy, neutral, sad) from a microphone or an audio file.",
@@ -61,14 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     win.add_argument("--window-ms", type=int, default=2000, help="length of a live partial window (ms; "
                      "default 2000)")
     win.add_argument("--no-partials", action="store_true", help="classify whole utterances only")
-    win.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3),
-                     help="WebRTC VAD aggressiveness, 0 (keeps most) to 3 (strictest); default 2")
-    win.add_argument("--hangover-ms", type=int, default=450,
-                     help="silence that ends an utterance (ms; default 450)")
-    win.add_argument("--min-utterance-ms", type=int, default=300,
-                     help="shorter utterances are ignored (ms; default 300)")
-    win.add_argument("--max-utterance-ms", type=int, default=10000,
-                     help="longer speech is cut into pieces of this length (ms; default 10000)")
+    vad = SegmenterConfig  # defaults tuned on real speech live in one place: realtime/vad.py
+    win.add_argument("--vad-aggressiveness", type=int, default=vad.aggressiveness, choices=(0, 1, 2, 3),
+                     help="WebRTC VAD aggressiveness, 0 (keeps most) to 3 (strictest); "
+                          f"default {vad.aggressiveness}")
+    win.add_argument("--hangover-ms", type=int, default=vad.hangover_ms,
+                     help=f"silence that ends an utterance (ms; default {vad.hangover_ms})")
+    win.add_argument("--min-utterance-ms", type=int, default=vad.min_utterance_ms,
+                     help=f"shorter utterances are ignored (ms; default {vad.min_utterance_ms})")
+    win.add_argument("--max-utterance-ms", type=int, default=vad.max_utterance_ms,
+                     help=f"longer speech is cut into pieces of this length (ms; default {vad.max_utterance_ms})")
     gui = parser.add_argument_group("window")
     gui.add_argument("--plot-window-s", type=float, help="GUI: seconds of history in the live plot")
     return parser

@@ -257,13 +257,13 @@ def run_backbone(model: torch.nn.Module, wave: torch.Tensor, lengths: torch.Tens
         width = int(lengths.max())
         feats = _hidden_states(model, wave[:, :width], lengths, info)[:, :, :max_frames]
         return feats, feat_lengths
-    parts: dict[int, torch.Tensor] = {}
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (batch rows, their hidden states)
     for length in torch.unique(lengths).tolist():
         rows = torch.nonzero(lengths == length).flatten()
-        parts[length] = (rows, _hidden_states(model, wave[rows, :length], lengths[rows], info))
-    first = next(iter(parts.values()))[1]
+        parts.append((rows, _hidden_states(model, wave[rows, :length], lengths[rows], info)))
+    first = parts[0][1]
     feats = first.new_zeros((wave.shape[0], first.shape[1], max_frames, first.shape[3]))
-    for rows, states in parts.values():
+    for rows, states in parts:
         feats[rows, :, :states.shape[2]] = states
     return feats, feat_lengths
 

@@ -49,8 +49,8 @@ def resolve_bundle_dir(spec: str | os.PathLike | None) -> Path:
                 raise BundleError(f"no trained bundle for registry model {spec!r} (looked in {path}); "
                                   "pass the bundle folder written by `python -m train`")
     if not path.exists():
-        raise BundleError(f"model bundle not found: {path} (train one with `python -m train`, "
-                          "or pass --model FOLDER)")
+        hint = " (train it with `python -m train`, or pass --model FOLDER)" if path == DEFAULT_BUNDLE_DIR else ""
+        raise BundleError(f"model bundle not found: {path}{hint}")
     return path
 
 

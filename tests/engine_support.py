@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import queue
 import threading
 import time
@@ -60,7 +61,11 @@ def write_silence_file(out: Path, seconds: float = 3.0) -> Path:
 
 
 def make_bundle(folder: Path) -> Path:
-    """The default bundle when trained, else a small untrained Conformer bundle in `folder`."""
+    """$VED_TEST_BUNDLE if set, else the default bundle when trained, else a small untrained
+    Conformer bundle written to `folder`."""
+    override = os.environ.get("VED_TEST_BUNDLE")
+    if override:
+        return Path(override)
     if (DEFAULT_BUNDLE / "bundle.json").is_file() or (DEFAULT_BUNDLE / "ensemble.json").is_file():
         return DEFAULT_BUNDLE
     from models.bundle import save_bundle

@@ -229,3 +229,25 @@ def test_engine_module_does_not_import_torch():
 def test_engine_config_validation(kwargs):
     with pytest.raises(ValueError):
         EngineConfig(**kwargs)
+
+
+def test_gui_factory_contract(classifier, speech, tmp_path):
+    from realtime.wiring import gui_engine_factory
+
+    bundle = make_bundle(tmp_path)
+    factory = gui_engine_factory(EngineConfig(), str(bundle), compute="cpu")
+    with pytest.raises(ValueError, match="unknown model choice"):
+        factory(str(speech["gapped"]), "svm", EventLog(), timeline_path=tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="needs its folder"):
+        factory(str(speech["gapped"]), "wavlm-ensemble", EventLog(), timeline_path=tmp_path / "y.jsonl")
+    log = EventLog()
+    engine = factory(str(speech["gapped"]), "conformer", log, timeline_path=tmp_path / "gui.jsonl")
+    assert not engine.wait(0)                     # built, not started
+    assert engine.source.cfg.pace == "realtime"
+    engine.start()
+    time.sleep(2.5)
+    engine.stop()
+    session = load_timeline(tmp_path / "gui.jsonl")
+    assert session.header["model"]["name"] == classifier.name and session.complete
+    assert session.header["input_kind"] == "file"
+    assert log.of(SessionSummary)

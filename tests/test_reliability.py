@@ -238,6 +238,8 @@ def test_ten_minute_file_streams_in_bounded_memory(bundle, emodb_dir, tmp_path):
     streaming = [rss for done, rss in samples if done >= 10]
     assert len(streaming) >= 5, f"too few RSS samples while streaming: {samples[-3:]}"
     growth_mb = (max(streaming) - streaming[0]) / 1e6
+    print(f"10-minute 48 kHz stereo FLAC: {len(session.utterances())} utterances for {len(clips)} clips, "
+          f"RSS {streaming[0] / 1e6:.0f} MB -> peak {max(streaming) / 1e6:.0f} MB while streaming")
     assert growth_mb < 60, f"RSS grew {growth_mb:.0f} MB while streaming a 10-minute file"
 
 

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         _data_options(p)
         _train_options(p)
     cv.add_argument("--folds", type=int, default=4, metavar="K", help="number of speaker-grouped folds (default 4)")
+    cv.add_argument("--fold", type=int, action="append", default=[], metavar="I",
+                    help="train only fold I (0-based, repeatable) so folds can run as parallel jobs; "
+                         "afterwards run the command again with --resume and without --fold to collect them")
     ev = sub.add_parser("evaluate", help="score a trained bundle or ensemble folder on a dataset")
     ev.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="bundle or ensemble folder")
     _data_options(ev)
@@ -134,7 +137,8 @@ def spec_from_args(ns: argparse.Namespace):
     names = parse_dataset_names(ns.dataset)
     return RunSpec(datasets=names, data_dirs=list(ns.data), model=ns.model, out_dir=ns.out, train=cfg,
                    model_args=parse_model_args(ns.model_arg, ns.backbone_dir), manifest=ns.manifest,
-                   folds=getattr(ns, "folds", 4), val_fraction=ns.val_fraction, resume=ns.resume,
+                   folds=getattr(ns, "folds", 4), only_folds=tuple(getattr(ns, "fold", ())),
+                   val_fraction=ns.val_fraction, resume=ns.resume,
                    cache_dir=ns.cache_dir, command="python -m train " + shlex.join(sys.argv[1:]))
 
 

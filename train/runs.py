@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.labels import EMOTIONS
-from train.datasets import AudioCache, Clip, LoadResult, load_datasets, provenance
+from train.datasets import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
 from train.distributed import dist_info
 from train.evaluate import EvalResult, score, summarise_folds
 from train.folds import make_folds, validation_split, write_folds_json
@@ -34,6 +34,7 @@ class RunSpec:
     model_args: dict[str, Any] = field(default_factory=dict)
     manifest: Path | None = None
     folds: int = 4
+    only_folds: tuple[int, ...] = ()  # train just these folds (parallel jobs); a later --resume run collects
     val_fraction: float = 0.2
     resume: bool = False
     cache_dir: Path | None = None
@@ -143,6 +144,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
     loaded = load_run_data(spec, _needs_egemaps(spec))
     clips, data = loaded.clips, loaded.data
     folds = make_folds(clips, spec.folds, spec.train.seed)
+    if any(not 0 <= i < len(folds) for i in spec.only_folds):
+        raise DataError(f"--fold must be between 0 and {len(folds) - 1}, got {list(spec.only_folds)}")
     out = Path(spec.out_dir)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +162,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
             _say(f"fold {fold.index}: already finished, reusing {done}")
             fold_results.append(EvalResult.from_dict(saved["eval"]))
             oof[fold.test_idx] = saved["test_predictions"]
+            continue
+        if spec.only_folds and fold.index not in spec.only_folds:
             continue
         _say(f"fold {fold.index + 1}/{len(folds)}: test speakers {', '.join(fold.test_speakers)}")
         fit_idx, val_idx = validation_split(clips, fold.train_idx, spec.train.seed + fold.index, spec.val_fraction)
@@ -180,6 +185,10 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                               "val": info["val"], "history": info["history"],
                               "test_speakers": fold.test_speakers, "test_predictions": preds.tolist()})
             plot_confusion(result, fold_dir / "confusion.png", f"{spec.model} fold {fold.index}")
+    if len(fold_results) < len(folds):
+        _say(f"{len(fold_results)} of {len(folds)} folds finished; once all are, run the same command with "
+             "--resume and without --fold to write the CV summary")
+        return RunOutcome({}, model)
     summary = summarise_folds(fold_results)
     oof_eval = score(data.labels, oof)
     payload = {"model": spec.model, "summary": summary, "oof": oof_eval.to_dict(),

@@ -1,0 +1,324 @@
+"""VED benchmarks front door: run every available benchmark, print ONE markdown report, write JSON.
+
+    python -m bench                          # all benchmarks, default sizes (tens of minutes on 2 cores)
+    python -m bench --quick                  # small sizes, a few minutes; figures are indicative only
+    python -m bench --only pipeline soak     # just these
+    python -m bench --soak-minutes 30        # the full 30-minute REAL-TIME soak (takes 30 minutes)
+
+Units: latencies and intervals in milliseconds (ms), memory in MB (10^6 bytes), durations of
+audio in seconds or minutes as named, CPU as percent of one core, ratios are plain numbers
+measured against a baseline in the same run (e.g. shared ensemble / single model).
+Targets (from the issue): Conformer p95 <= 50 ms per utterance end-to-end; 5-fold ensemble
+<= 400 ms for utterances up to 4 s; live trace update at least every 500 ms while speaking;
+0 dropped utterances at real-time pace; shared-backbone ensemble <= 1.3x one model;
+VAD + resampling cost per second of audio (reported); soak RSS growth < 50 MB with a stable
+thread count; a 2-hour timeline reloads in < 1 s.
+Real clips come from ../shared/data (or $VED_SHARED_DATA) when present, else generated speech
+(espeak-ng); the report says which. Models: models/default/ when trained, else an untrained
+full-size conformer-v3.2 bundle (same compute, meaningless probabilities; the report says so).
+Each benchmark runs in its own try block: a failure is one line in the report, not an abort.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.report import TargetCheck, machine_info, markdown_table, targets_table
+
+BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "soak")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
+
+
+@dataclass
+class BenchContext:
+    """What every benchmark runner gets: options, the data folder, the fast model folder."""
+
+    quick: bool
+    threads: int
+    data_dir: Path
+    data_note: str
+    scratch: Path
+    soak_minutes: float
+    soak_pace: str
+    model_dir: str | None = None
+    model_note: str = ""
+    measured: dict[str, Any] = field(default_factory=dict)   # results so far, for cross-bench ratios
+
+
+@dataclass
+class BenchOutcome:
+    """status: "ok", "error" or "not available"; table: markdown; checks: target verdicts."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    error: str = ""
+    table: str = ""
+    checks: list[TargetCheck] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "seconds": round(self.seconds, 1), "error": self.error,
+                "checks": [c.to_dict() for c in self.checks], "result": self.result}
+
+
+# ---------------------------------------------------------------- inputs shared by the benchmarks
+def find_data(scratch: Path) -> tuple[Path, str]:
+    """The shared data folder when it holds EmoDB, else a generated stand-in with the same layout
+    (emodb/wav/*.wav, 22,050 Hz): espeak-ng sentences, or voiced tones when espeak-ng is missing."""
+    from bench.vad_cost import DEFAULT_DATA
+
+    if sorted((DEFAULT_DATA / "emodb" / "wav").glob("*.wav")):
+        return DEFAULT_DATA, f"real speech: EmoDB clips from {DEFAULT_DATA}"
+    import soundfile as sf
+
+    folder = scratch / "generated-data" / "emodb" / "wav"
+    folder.mkdir(parents=True)
+    rate = 22_050
+    sentences = ["The train leaves at noon.", "I told you not to touch that.", "What a lovely surprise this is.",
+                 "Please leave me alone now.", "We lost everything in the fire.", "Nobody answered the phone."]
+    if shutil.which("espeak-ng"):
+        for i in range(36):
+            wav = folder / f"gen{i:02d}.wav"
+            subprocess.run(["espeak-ng", "-w", str(wav), "-s", str(130 + 5 * (i % 6)), "-p", str(30 + 7 * (i % 7)),
+                            sentences[i % len(sentences)]], check=True, capture_output=True, timeout=60)
+        return folder.parent.parent, "GENERATED speech (espeak-ng; shared EmoDB data not found)"
+    t = np.arange(2 * rate) / rate
+    for i in range(36):
+        f0 = 120 + 10 * i + 20 * np.sin(2 * np.pi * 3 * t)
+        voiced = sum(np.sin(k * 2 * np.pi * np.cumsum(f0) / rate) / k for k in range(1, 6))
+        envelope = (np.sin(np.pi * t / 2.0) > 0.3).astype(np.float32)
+        sf.write(str(folder / f"tone{i:02d}.wav"), (0.2 * voiced * envelope).astype(np.float32), rate)
+    return folder.parent.parent, "GENERATED voiced tones (no shared data, no espeak-ng): VAD figures only"
+
+
+def find_model(scratch: Path) -> tuple[str, str]:
+    """(bundle folder, note): models/default/ when trained, else an untrained full-size conformer-v3.2."""
+    from realtime.wiring import DEFAULT_BUNDLE_DIR
+
+    if (DEFAULT_BUNDLE_DIR / "bundle.json").is_file() or (DEFAULT_BUNDLE_DIR / "ensemble.json").is_file():
+        meta_path = DEFAULT_BUNDLE_DIR / "bundle.json"
+        name = json.loads(meta_path.read_text())["model"]["name"] if meta_path.is_file() else "ensemble"
+        return str(DEFAULT_BUNDLE_DIR), f"trained default bundle {DEFAULT_BUNDLE_DIR} ({name})"
+    from models.bundle import save_bundle
+    from models.registry import build_model
+
+    folder = save_bundle(scratch / "untrained-conformer-v3.2", build_model("conformer-v3.2"), "conformer-v3.2",
+                         meta={"training": {"note": "untrained, benchmark timing only"}})
+    return str(folder), "UNTRAINED full-size conformer-v3.2 (models/default/ not present): timing only"
+
+
+def default_model_name(ctx: BenchContext) -> str:
+    meta = Path(ctx.model_dir or "") / "bundle.json"
+    try:
+        return json.loads(meta.read_text())["model"]["name"]
+    except (OSError, ValueError, KeyError):
+        return "conformer-v3.2"
+
+
+# ---------------------------------------------------------------- one runner per benchmark
+def run_vad_cost(ctx: BenchContext, module) -> BenchOutcome:
+    result = module.run(seconds=20.0 if ctx.quick else 120.0, block_ms=30, data_dir=ctx.data_dir)
+    total = next(r for r in result["rows"] if r["stage"] == "front end total")
+    checks = [TargetCheck("VAD + resampling CPU per second of audio", total["ms_per_audio_s"], "report", 0,
+                          "ms/s", f"{100 * total['realtime_factor']:.2f}% of one core in real time")]
+    return BenchOutcome("vad_cost", "ok", table=module.format_table(result), checks=checks, result=result)
+
+
+def run_model_speed(ctx: BenchContext, module) -> BenchOutcome:
+    conformer = default_model_name(ctx)
+    names = None if not ctx.quick else sorted({"cnn", conformer})
+    result = module.run(clip_s=2.5, runs=10 if ctx.quick else 50, warmup=3 if ctx.quick else 15,
+                        threads=ctx.threads, names=names)
+    rows = {r["model"]: r for r in result["rows"]}
+    baseline = rows.get("cnn", {}).get("predict_mean_ms")
+    ratio_rows = [(name, r["predict_mean_ms"], r["predict_mean_ms"] / baseline if baseline else None)
+                  for name, r in rows.items()]
+    table = (module.markdown(result) + "\n\nRatio to the CNN baseline measured in this run (predict mean):\n\n"
+             + markdown_table(("model", "predict mean ms", "x CNN"), ratio_rows))
+    p95 = rows.get(conformer, {}).get("predict_p95_ms")
+    checks = [TargetCheck(f"{conformer} predict p95, model only (2.5 s clip)", p95, "<=", 50, "ms",
+                          "model alone; the end-to-end figure is in pipeline")]
+    return BenchOutcome("model_speed", "ok", table=table, checks=checks, result=result)
+
+
+def run_pipeline(ctx: BenchContext, module) -> BenchOutcome:
+    duration_s = 45.0 if ctx.quick else 180.0
+    result = module.run(duration_s=duration_s, classifiers="fallback", model_dir=ctx.model_dir,
+                        data_dir=ctx.data_dir, threads=ctx.threads)
+    checks = [
+        TargetCheck("Conformer p95 per utterance, end-to-end in the engine", result.get("engine_latency_p95_ms"),
+                    "<=", 50, "ms", "utterance available -> result; + VAD hangover for end of speech -> on disk: "
+                    f"p95 {result.get('end_of_speech_to_written_p95_ms')} ms"),
+        TargetCheck("live trace update interval while speaking (p95)", result.get("partial_interval_p95_ms"), "<=",
+                    500, "ms", f"max {result.get('partial_interval_max_ms')} ms"),
+        TargetCheck("dropped utterances at real-time pace", result.get("dropped_utterances"), "==", 0, "",
+                    f"{duration_s:.0f} s replay, {result.get('utterances')} utterances"),
+    ]
+    speed = ctx.measured.get("model_speed")
+    if speed:
+        model_p95 = {r["model"]: r["predict_p95_ms"] for r in speed["rows"]}.get(default_model_name(ctx))
+        if model_p95 and result.get("engine_latency_p95_ms"):
+            result["engine_over_model_p95"] = round(result["engine_latency_p95_ms"] / model_p95, 2)
+    return BenchOutcome("pipeline", "ok", table=module.markdown(result), checks=checks, result=result)
+
+
+def run_ensemble(ctx: BenchContext, module) -> BenchOutcome:
+    seconds = (1.0, 2.5, 4.0)
+    result = module.run(heads=5, repeats=2 if ctx.quick else 5, seconds=seconds, tiny=ctx.quick, progress=True)
+    shared = result["configs"]["shared"]["by_seconds"]
+    worst_ratio = max(r["shared_over_single"] for r in result["ratios"].values())
+    kind = "tiny random backbone: indicative only" if ctx.quick else "base-plus-shaped backbone"
+    checks = [
+        TargetCheck("5-fold shared ensemble, 4 s utterance", shared[str(4.0)]["ms_per_utterance"], "<=", 400, "ms",
+                    f"median of {result['repeats']} calls (not a p95), {kind}"),
+        TargetCheck("shared ensemble / single model (worst clip length)", round(worst_ratio, 2), "<=", 1.3, "x",
+                    "both measured in this run"),
+    ]
+    return BenchOutcome("ensemble", "ok", table=module.markdown_table(result), checks=checks, result=result)
+
+
+def run_soak(ctx: BenchContext, module) -> BenchOutcome:
+    result = module.run(minutes=ctx.soak_minutes, pace=ctx.soak_pace, model_dir=ctx.model_dir,
+                        data_dir=ctx.data_dir, threads=ctx.threads, reload_hours=2.0)
+    reload = result.get("timeline_reload", {})
+    window = f"median of last vs first {result['window_audio_s']:.0f} s of audio after {result['warmup_audio_s']:.0f} s"
+    checks = [
+        TargetCheck(f"soak RSS growth ({result['minutes_audio']} min audio, {ctx.soak_pace})",
+                    result.get("rss_growth_mb"), "<", 50, "MB", window),
+        TargetCheck("soak thread count stable (1 = yes)", int(result["threads_stable"]), "==", 1, "",
+                    f"OS threads {result['os_threads_min']}-{result['os_threads_max']}, "
+                    f"Python threads {result['py_threads_min']}-{result['py_threads_max']}"),
+        TargetCheck("soak dropped utterances", result["dropped_utterances"], "==", 0, "",
+                    f"{result['utterance_predictions']} predictions for {result['clips_streamed']} clips streamed"),
+        TargetCheck("2-hour timeline reload", reload.get("reload_s"), "<", 1.0, "s",
+                    f"{reload.get('utterances')} utterances + {reload.get('partials')} partials, "
+                    f"{reload.get('file_mb')} MB"),
+    ]
+    return BenchOutcome("soak", "ok", table=module.format_table(result), checks=checks, result=result)
+
+
+RUNNERS: dict[str, Callable[[BenchContext, Any], BenchOutcome]] = {
+    "vad_cost": run_vad_cost, "model_speed": run_model_speed, "pipeline": run_pipeline,
+    "ensemble": run_ensemble, "soak": run_soak}
+
+
+def run_one(name: str, ctx: BenchContext) -> BenchOutcome:
+    """Import bench.<name> and run it; a missing module is "not available", any failure one line."""
+    started = time.monotonic()
+    if importlib.util.find_spec(f"bench.{name}") is None:
+        return BenchOutcome(name, "not available", error=f"bench/{name}.py does not exist in this checkout")
+    try:
+        module = importlib.import_module(f"bench.{name}")
+        outcome = RUNNERS[name](ctx, module)
+    except Exception as exc:  # one benchmark's failure must not cost the others
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        outcome = BenchOutcome(name, "error", error=f"{type(exc).__name__}: {message} "
+                                                    f"({Path(where.filename).name}:{where.lineno})")
+    outcome.seconds = time.monotonic() - started
+    if outcome.result is not None:
+        ctx.measured[name] = outcome.result
+    return outcome
+
+
+def render(outcomes: list[BenchOutcome], machine: dict[str, Any], ctx: BenchContext, soak_note: str) -> str:
+    """The one markdown report."""
+    lines = [f"# VED benchmarks ({'quick' if ctx.quick else 'full'} run, "
+             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})", "",
+             f"Machine: {machine['cpu']}, {machine['usable_cores']} usable cores ({machine['logical_cores']} logical), "
+             f"load average {machine['load_average_1min']} at start, Python {machine['python']}, torch "
+             f"{machine['torch']}, {machine['torch_threads']} torch threads, CUDA {machine['cuda']}.",
+             f"Audio: {ctx.data_note}.", f"Fast model: {ctx.model_note or '-'}.", f"Soak: {soak_note}.", "",
+             "## Targets", "", targets_table([c for o in outcomes for c in o.checks]) or "(none measured)", ""]
+    lines += ["## Benchmarks", "", markdown_table(("benchmark", "status", "seconds", "note"),
+                                                  [(o.name, o.status, round(o.seconds, 1), o.error) for o in outcomes])]
+    for o in outcomes:
+        lines += ["", f"### {o.name}", ""]
+        lines.append(o.table if o.status == "ok" else f"{o.status}: {o.error}")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (20-45 s of audio, 5-min soak, tiny "
+                        "ensemble backbone): minutes instead of tens of minutes; figures indicative only")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
+                        help=f"run only these benchmarks ({', '.join(BENCHMARKS)})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file (default "
+                        "bench/results/latest.json)")
+    parser.add_argument("--soak-minutes", type=float, metavar="N",
+                        help="run the soak on N minutes of audio at REAL-TIME pace (takes N minutes); default: "
+                             "30 minutes of audio processed as fast as possible (5 with --quick)")
+    parser.add_argument("--soak-pace", choices=("fast", "realtime"),
+                        help="override the soak pace (default: realtime with --soak-minutes, else fast)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads < 1 or (args.soak_minutes is not None and args.soak_minutes <= 0):
+        print("error: --threads must be >= 1 and --soak-minutes > 0", file=sys.stderr)
+        return 2
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_name(args.out.name + ".check").write_text("")
+        args.out.with_name(args.out.name + ".check").unlink()
+    except OSError as exc:
+        print(f"error: cannot write results to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
+    soak_minutes = args.soak_minutes or (5.0 if args.quick else 30.0)
+    soak_pace = args.soak_pace or ("realtime" if args.soak_minutes else "fast")
+    soak_note = (f"{soak_minutes:g} min of audio at {soak_pace} pace"
+                 + ("" if soak_pace == "realtime" else
+                    "; the 30-minute real-time soak is `python -m bench --only soak --soak-minutes 30`"))
+    selected = args.only or list(BENCHMARKS)
+    with tempfile.TemporaryDirectory(prefix="ved-bench-") as tmp:
+        scratch = Path(tmp)
+        data_dir, data_note = find_data(scratch)
+        ctx = BenchContext(quick=args.quick, threads=args.threads, data_dir=data_dir, data_note=data_note,
+                           scratch=scratch, soak_minutes=soak_minutes, soak_pace=soak_pace)
+        machine = machine_info(args.threads)
+        if any(name in selected for name in ("model_speed", "pipeline", "soak")):
+            try:
+                ctx.model_dir, ctx.model_note = find_model(scratch)
+            except Exception as exc:  # the model-free benchmarks still run
+                ctx.model_note = f"no model available ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        outcomes = []
+        for name in BENCHMARKS:
+            if name in selected:
+                print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+                outcomes.append(run_one(name, ctx))
+                print(f"[bench] {name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s", file=sys.stderr,
+                      flush=True)
+        print(render(outcomes, machine, ctx, soak_note))
+    payload = {"created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "quick": args.quick, "machine": machine, "audio": data_note, "model": ctx.model_note,
+               "soak": soak_note, "benchmarks": {o.name: o.to_dict() for o in outcomes}}
+    args.out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    print(f"results written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Helpers shared by the benchmark front door (`python -m bench`): markdown tables, target verdicts,
+and a description of the machine the figures were measured on. No I/O except reading /proc/cpuinfo."""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+PASS, MISS, NOT_MEASURED, REPORTED = "PASS", "MISS", "n/a", "reported"
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One measured figure against a target named in the issue.
+
+    comparison: "<=", "<", ">=", "==" (value OP target), or "report" for a figure the issue asks
+    for without a threshold; value None means not measured.
+    """
+
+    measure: str
+    value: float | None
+    comparison: str
+    target: float
+    unit: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.comparison not in ("<=", "<", ">=", "==", "report"):
+            raise ValueError(f"comparison must be <=, <, >=, == or report, got {self.comparison!r}")
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return NOT_MEASURED
+        if self.comparison == "report":
+            return REPORTED
+        ok = {"<=": self.value <= self.target, "<": self.value < self.target,
+              ">=": self.value >= self.target, "==": self.value == self.target}[self.comparison]
+        return PASS if ok else MISS
+
+    @property
+    def target_text(self) -> str:
+        if self.comparison == "report":
+            return "report"
+        return f"{self.comparison} {self.target:g} {self.unit}".strip()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measure": self.measure, "value": self.value, "target": self.target_text,
+                "unit": self.unit, "verdict": self.verdict, "note": self.note}
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """Table cell text: floats rounded, None as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells go through fmt()."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def targets_table(checks: Sequence[TargetCheck]) -> str:
+    """measure | value | target | verdict | note."""
+    rows = [(c.measure, f"{fmt(c.value)} {c.unit}".strip() if c.value is not None else "-",
+             c.target_text, c.verdict, c.note) for c in checks]
+    return markdown_table(("measure", "value", "target", "verdict", "note"), rows)
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (platform.processor() as a fallback)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(torch_threads: int) -> dict[str, Any]:
+    """What the figures depend on: CPU, cores, load, Python/torch versions, torch threads."""
+    try:
+        import torch
+
+        torch_version = torch.__version__
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        torch_version, cuda = "not installed", False
+    return {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
+            "torch": torch_version, "torch_threads": torch_threads, "cuda": cuda,
+            "platform": platform.platform()}
