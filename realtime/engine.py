@@ -27,7 +27,7 @@ from models.classifier import Classifier
 from realtime.metrics import SessionMetrics
 from realtime.policy import FallbackPolicy, FallbackPolicyConfig
 from realtime.source import END_OF_STREAM, AudioBlock, AudioSource, put_dropping_oldest
-from realtime.timeline import TimelineWriter
+from realtime.timeline import TimelineError, TimelineWriter
 from realtime.types import (DropNotice, EmotionPrediction, EngineEvent, EngineStatus, LevelUpdate,
                             PartialWindow, SessionSummary, Utterance)
 from realtime.vad import SegmenterConfig
@@ -242,7 +242,7 @@ class Engine:
         self._final_summary = summary
         self._status("stopped", f"{summary.utterances} utterances, p95 latency {summary.latency_p95_ms:.0f} ms")
         if self.timeline is not None:
-            self.timeline.write_summary(summary)   # the last line of a cleanly stopped session
+            self._write_timeline(self.timeline.write_summary, summary)   # last line of a clean stop
             self.timeline.close()
         self._notify(summary)
         return summary
@@ -338,7 +338,7 @@ class Engine:
             return
         self._last_drops = notice
         if self.timeline is not None:
-            self.timeline.write_drops(notice, time_s=time_s, reason=reason)
+            self._write_timeline(self.timeline.write_drops, notice, time_s=time_s, reason=reason)
         self._notify(notice)
 
     def _on_source_status(self, state: str, message: str) -> None:
@@ -353,10 +353,18 @@ class Engine:
         """Timeline first (the record must survive a crash), then the listener."""
         if self.timeline is not None:
             if isinstance(event, EmotionPrediction):
-                self.timeline.write_prediction(event)
+                self._write_timeline(self.timeline.write_prediction, event)
             elif isinstance(event, EngineStatus):
-                self.timeline.write_status(event)
+                self._write_timeline(self.timeline.write_status, event)
         self._notify(event)
+
+    def _write_timeline(self, write: Callable[..., None], *args: object, **kwargs: object) -> None:
+        """A failed write (disk full) is reported once; classification and the listener go on."""
+        try:
+            write(*args, **kwargs)
+        except TimelineError as exc:
+            self._notify(EngineStatus("error", str(exc), model=self.fallback.name,
+                                      fallback_active=self.fallback_active))
 
     def _notify(self, event: object) -> None:
         if self.listener is None:

@@ -102,10 +102,24 @@ class TimelineWriter:
         with self._lock:
             if self._file.closed:
                 return
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                self._file.write(line)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                # Disk full or device gone: the lines already synced stay valid; stop writing
+                # rather than fail on every later record.
+                self._close_quietly()
+                raise TimelineError(f"cannot write timeline {self.path}: {exc.strerror or exc}; "
+                                    "results from now on are not saved") from None
             self.lines_written += 1
+
+    def _close_quietly(self) -> None:
+        """Close after a failed write; the unwritten buffer cannot be saved either."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
 
     def write_prediction(self, prediction: EmotionPrediction) -> None:
         self.append({"type": "prediction", **prediction.to_dict()})
@@ -126,7 +140,7 @@ class TimelineWriter:
         """Idempotent."""
         with self._lock:
             if not self._file.closed:
-                self._file.close()
+                self._close_quietly()
 
     def __enter__(self) -> "TimelineWriter":
         return self

@@ -16,6 +16,9 @@ import torch
 from models.backbone import (MIN_SAMPLES, BackboneError, load_backbone, make_tiny_backbone,
                              prepare_waveforms, run_backbone)
 
+# transformers' WavLM attention mixes a bool padding mask with a float position bias; harmless.
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
+
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):

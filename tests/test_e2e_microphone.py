@@ -108,5 +108,7 @@ def test_monitor_hears_speech_through_a_virtual_microphone(virtual_mic, played_s
     assert all(0.3 <= u.end_s - u.start_s <= 5.0 for u in utterances)
     # Gaps between utterances are the played silences (1.5 s), not drop-outs.
     assert all(b.start_s - a.end_s >= 0.8 for a, b in zip(utterances, utterances[1:]))
+    print(f"virtual microphone: {spoken} items played, {len(utterances)} utterances heard "
+          f"(offline segmenter on the same file: {offline})")
     printed = [line for line in stdout.splitlines() if " s  " in line]
     assert len(printed) == len(utterances)

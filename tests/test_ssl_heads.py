@@ -10,6 +10,9 @@ from models.backbone import BackboneError, make_tiny_backbone
 from models.labels import NUM_CLASSES
 from models.registry import build_model
 
+# transformers' WavLM attention mixes a bool padding mask with a float position bias; harmless.
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
+
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):

@@ -19,6 +19,8 @@ from models.ensemble import EnsembleClassifier
 from models.registry import load_classifier
 from train.ssl_report import write_layer_weight_report
 
+pytestmark = pytest.mark.slow  # two 2-fold trainings + an engine session: ~30 s on a quiet 2-core CPU
+
 SPEAKERS = ("11", "13", "14", "16")  # each has every one of the six emotions
 EMOTION_LETTERS = "WEAFNT"  # the six EmoDB letters that map onto the CREMA-D classes
 CLIPS_PER_CELL = 2

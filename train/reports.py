@@ -80,7 +80,7 @@ def _load_run(run_dir: Path) -> dict:
                 "f1": s["macro_f1"]["mean"], "f1_std": s["macro_f1"]["std"],
                 "acc": s["accuracy"]["mean"], "uar": s["uar"]["mean"],
                 "per_class": {k: v["mean"] for k, v in s["per_class_f1"].items()},
-                "wall_s": d.get("wall_time_s")}
+                "wall_s": sum(d.get("fold_wall_time_s") or []) or d.get("wall_time_s")}
     if single_file.is_file():
         d = json.loads(single_file.read_text())
         r = EvalResult.from_dict(d["eval"])
@@ -96,7 +96,7 @@ def comparison_table(run_dirs: list[Path]) -> str:
     reference = next((r for r in rows if r["system"] == REFERENCE_MODEL), None)
     labels = list(rows[0]["per_class"])
     head = ["system", "folds", "macro-F1 (mean ± std)", f"Δ vs {REFERENCE_MODEL}", "accuracy", "UAR",
-            *[f"F1 {lab}" for lab in labels], "wall time"]
+            *[f"F1 {lab}" for lab in labels], "train time (sum of folds)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         delta = "reference" if r is reference else (f"{r['f1'] - reference['f1']:+.3f}" if reference else "n/a")

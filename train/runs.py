@@ -151,6 +151,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         out.mkdir(parents=True, exist_ok=True)
         write_folds_json(out / "folds.json", folds, clips, spec.train.seed)
     oof = np.full(len(clips), -1, dtype=np.int64)
+    fold_seconds: dict[int, float] = {}
     model = None
     fold_results: list[EvalResult] = []
     shared_backbone, backbone_dir = False, spec.model_args.get("backbone_dir")
@@ -162,10 +163,12 @@ def run_cv(spec: RunSpec) -> RunOutcome:
             _say(f"fold {fold.index}: already finished, reusing {done}")
             fold_results.append(EvalResult.from_dict(saved["eval"]))
             oof[fold.test_idx] = saved["test_predictions"]
+            fold_seconds[fold.index] = saved.get("wall_time_s", 0.0)
             continue
         if spec.only_folds and fold.index not in spec.only_folds:
             continue
         _say(f"fold {fold.index + 1}/{len(folds)}: test speakers {', '.join(fold.test_speakers)}")
+        fold_started = time.monotonic()
         fit_idx, val_idx = validation_split(clips, fold.train_idx, spec.train.seed + fold.index, spec.val_fraction)
         model, info = _fit_one(spec, data, clips, fit_idx, val_idx, fold_dir)
         shared_backbone = bool(getattr(model, "frozen_backbone", False))
@@ -173,6 +176,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         oof[fold.test_idx] = preds
         result = score(data.labels[fold.test_idx], preds)
         fold_results.append(result)
+        fold_seconds[fold.index] = time.monotonic() - fold_started
         _say(f"fold {fold.index + 1}: test macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}")
         if dist.is_main:
             train_clips = [clips[i] for i in fold.train_idx]
@@ -183,7 +187,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                 "data": provenance(train_clips, spec.datasets, spec.data_dirs)})
             write_json(done, {"model": spec.model, "fold": fold.index, "eval": result.to_dict(),
                               "val": info["val"], "history": info["history"],
-                              "test_speakers": fold.test_speakers, "test_predictions": preds.tolist()})
+                              "test_speakers": fold.test_speakers, "test_predictions": preds.tolist(),
+                              "wall_time_s": fold_seconds[fold.index]})
             plot_confusion(result, fold_dir / "confusion.png", f"{spec.model} fold {fold.index}")
     if len(fold_results) < len(folds):
         _say(f"{len(fold_results)} of {len(folds)} folds finished; once all are, run the same command with "
@@ -192,7 +197,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
     summary = summarise_folds(fold_results)
     oof_eval = score(data.labels, oof)
     payload = {"model": spec.model, "summary": summary, "oof": oof_eval.to_dict(),
-               "wall_time_s": time.monotonic() - started, "training": _training_meta(spec),
+               "wall_time_s": time.monotonic() - started,
+               "fold_wall_time_s": [fold_seconds[f.index] for f in folds], "training": _training_meta(spec),
                "data": provenance(clips, spec.datasets, spec.data_dirs)}
     if dist.is_main:
         write_json(out / "cv_metrics.json", payload)

@@ -87,9 +87,10 @@ class SSLEmotionNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.registry_name = registry_name
         self.train_mode = train_mode
+        # Recorded absolute, so a bundle still finds the folder from another working directory.
         self._args: dict[str, Any] = dict(
-            backbone_dir=str(Path(backbone_dir).expanduser().resolve()), train_mode=train_mode, top_layers=top_layers,
-            layer_pooling=layer_pooling, lstm_hidden=lstm_hidden, lstm_layers=lstm_layers,
+            backbone_dir=str(Path(backbone_dir).expanduser().resolve()), train_mode=train_mode,
+            top_layers=top_layers, layer_pooling=layer_pooling, lstm_hidden=lstm_hidden, lstm_layers=lstm_layers,
             attention_hidden=attention_hidden, dropout=dropout, num_classes=num_classes)
         loader = load_backbone_for_frozen_head if train_mode == "frozen" else load_backbone
         loaded = loader(backbone_dir, backbone_kind)
