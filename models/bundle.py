@@ -212,15 +212,20 @@ def _check_state_matches(model: nn.Module, state: dict[str, torch.Tensor], where
                           + "; ".join(problems))
 
 
-def load_bundle(bundle_dir: str | Path, device: str | None = "cpu") -> tuple[Any, dict[str, Any]]:
+def load_bundle(bundle_dir: str | Path, device: str | None = "cpu",
+                backbone_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
     """Load a torch or sklearn bundle -> (model in eval mode on `device` | fitted SVM, bundle.json dict).
 
     device: "cpu", "cuda", "cuda:0" or None (cuda when available). The dict
     gains "checkpoint_hash" (first 12 hex of the weights file's sha256).
+    backbone_dir: for heads on a pretrained backbone, the backbone folder on this
+    machine (replaces the folder recorded at training time).
     """
     folder = Path(bundle_dir)
     meta = read_bundle_json(folder)
-    name, args = meta["model"]["name"], meta["model"].get("args", {})
+    name, args = meta["model"]["name"], dict(meta["model"].get("args", {}))
+    if backbone_dir is not None and "backbone_dir" in args:
+        args["backbone_dir"] = str(backbone_dir)
     weights = folder / WEIGHT_FILES[meta["kind"]]
     if meta["kind"] == "torch":
         model = _load_torch(weights, name, args, resolve_device(device))
@@ -276,8 +281,11 @@ def _display_name(meta: dict[str, Any]) -> str:
     return name if meta.get("fold") is None else f"{name}-fold{meta['fold']}"
 
 
-def load_bundle_classifier(bundle_dir: str | Path, device: str | None = None) -> Classifier:
-    """Any bundle folder (torch, sklearn or ensemble) -> warmed-up Classifier; raises BundleError."""
+def load_bundle_classifier(bundle_dir: str | Path, device: str | None = None,
+                           backbone_dir: str | Path | None = None) -> Classifier:
+    """Any bundle folder (torch, sklearn or ensemble) -> warmed-up Classifier; raises BundleError.
+
+    backbone_dir overrides the pretrained-backbone folder recorded in the bundle."""
     folder = Path(bundle_dir)
     if not folder.exists():
         raise BundleError(f"bundle folder not found: {folder}")
@@ -286,8 +294,8 @@ def load_bundle_classifier(bundle_dir: str | Path, device: str | None = None) ->
             from models.ensemble import load_ensemble
         except ImportError as err:
             raise BundleError(f"{folder} is an ensemble but ensemble support is unavailable ({err})") from None
-        return load_ensemble(folder, device)
-    model, meta = load_bundle(folder, device)
+        return load_ensemble(folder, device, backbone_dir=backbone_dir)
+    model, meta = load_bundle(folder, device, backbone_dir=backbone_dir)
     if meta["kind"] == "torch":
         from models.torch_classifier import TorchClassifier
 

@@ -75,11 +75,13 @@ def build_model(name: str, **args: Any) -> Any:
     return spec.resolve()(**{**spec.defaults, **args})
 
 
-def load_classifier(path: str, device: str | None = None) -> Any:
-    """Load any trained bundle folder (single, SVM or ensemble) as a warmed-up Classifier."""
+def load_classifier(path: str, device: str | None = None, backbone_dir: str | None = None) -> Any:
+    """Load any trained bundle folder (single, SVM or ensemble) as a warmed-up Classifier.
+
+    backbone_dir: pretrained-backbone folder on this machine, for WavLM / Wav2Vec2 heads."""
     from models.bundle import load_bundle_classifier
 
-    return load_bundle_classifier(path, device=device)
+    return load_bundle_classifier(path, device=device, backbone_dir=backbone_dir)
 
 
 for _spec in (

@@ -221,10 +221,11 @@ def test_ensemble_folder_dispatches_to_load_ensemble(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(models.ensemble, "load_ensemble",
-                        lambda folder, device: calls.append((folder, device)) or "E")
+                        lambda folder, device, backbone_dir=None: calls.append((folder, device, backbone_dir)) or "E")
     (tmp_path / "ensemble.json").write_text("{}")
     assert load_bundle_classifier(tmp_path, device="cpu") == "E"
-    assert calls == [(tmp_path, "cpu")]
+    assert load_bundle_classifier(tmp_path, device="cpu", backbone_dir="/elsewhere/wavlm") == "E"
+    assert calls == [(tmp_path, "cpu", None), (tmp_path, "cpu", "/elsewhere/wavlm")]
     with pytest.raises(BundleError, match="ensemble"):
         load_bundle(tmp_path)
 

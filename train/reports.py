@@ -80,7 +80,7 @@ def _load_run(run_dir: Path) -> dict:
                 "f1": s["macro_f1"]["mean"], "f1_std": s["macro_f1"]["std"],
                 "acc": s["accuracy"]["mean"], "uar": s["uar"]["mean"],
                 "per_class": {k: v["mean"] for k, v in s["per_class_f1"].items()},
-                "wall_s": sum(d.get("fold_wall_time_s") or []) or d.get("wall_time_s")}
+                "wall_s": sum(d.get("fold_wall_time_s") or []) or None}
     if single_file.is_file():
         d = json.loads(single_file.read_text())
         r = EvalResult.from_dict(d["eval"])
@@ -95,13 +95,13 @@ def comparison_table(run_dirs: list[Path]) -> str:
     rows = sorted((_load_run(Path(d)) for d in run_dirs), key=lambda r: -r["f1"])
     reference = next((r for r in rows if r["system"] == REFERENCE_MODEL), None)
     labels = list(rows[0]["per_class"])
-    head = ["system", "folds", "macro-F1 (mean ± std)", f"Δ vs {REFERENCE_MODEL}", "accuracy", "UAR",
+    head = ["system (run folder)", "folds", "macro-F1 (mean ± std)", f"Δ vs {REFERENCE_MODEL}", "accuracy", "UAR",
             *[f"F1 {lab}" for lab in labels], "train time (sum of folds)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         delta = "reference" if r is reference else (f"{r['f1'] - reference['f1']:+.3f}" if reference else "n/a")
         wall = f"{r['wall_s'] / 60:.1f} min" if r.get("wall_s") else "n/a"
-        cells = [f"`{r['system']}`", str(r["folds"]), f"{r['f1']:.3f} ± {r['f1_std']:.3f}", delta,
+        cells = [f"`{r['system']}` ({Path(r['run']).name})", str(r["folds"]), f"{r['f1']:.3f} ± {r['f1_std']:.3f}", delta,
                  f"{r['acc']:.3f}", f"{r['uar']:.3f}", *[f"{r['per_class'][lab]:.2f}" for lab in labels], wall]
         lines.append("| " + " | ".join(cells) + " |")
     if reference is None:
