@@ -180,13 +180,16 @@ def run_pipeline(ctx: BenchContext, module) -> BenchOutcome:
 
 def run_ensemble(ctx: BenchContext, module) -> BenchOutcome:
     seconds = (1.0, 2.5, 4.0)
-    result = module.run(heads=5, repeats=2 if ctx.quick else 5, seconds=seconds, tiny=ctx.quick, progress=True)
-    shared = result["configs"]["shared"]["by_seconds"]
+    result = module.run(heads=5, repeats=3 if ctx.quick else 7, seconds=seconds, tiny=ctx.quick, progress=True)
+    ctx.measured["ensemble"] = result   # kept in the JSON even if reading it below fails
+    row = result["configs"]["shared"]["by_seconds"][str(4.0)]
+    # bench.ensemble has reported its per-utterance time under these names (newest first).
+    statistic = next((key for key in ("ms_p95", "p95_ms", "ms_median", "ms_per_utterance") if key in row), None)
     worst_ratio = max(r["shared_over_single"] for r in result["ratios"].values())
     kind = "tiny random backbone: indicative only" if ctx.quick else "base-plus-shaped backbone"
     checks = [
-        TargetCheck("5-fold shared ensemble, 4 s utterance", shared[str(4.0)]["ms_per_utterance"], "<=", 400, "ms",
-                    f"median of {result['repeats']} calls (not a p95), {kind}"),
+        TargetCheck("5-fold shared ensemble, 4 s utterance", row.get(statistic) if statistic else None, "<=", 400,
+                    "ms", f"{statistic or 'no time'} of {result['repeats']} calls, {kind}"),
         TargetCheck("shared ensemble / single model (worst clip length)", round(worst_ratio, 2), "<=", 1.3, "x",
                     "both measured in this run"),
     ]
@@ -230,7 +233,8 @@ def run_one(name: str, ctx: BenchContext) -> BenchOutcome:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         message = " ".join(str(exc).split()) or type(exc).__name__
         outcome = BenchOutcome(name, "error", error=f"{type(exc).__name__}: {message} "
-                                                    f"({Path(where.filename).name}:{where.lineno})")
+                                                    f"({Path(where.filename).name}:{where.lineno})",
+                               result=ctx.measured.get(name))
     outcome.seconds = time.monotonic() - started
     if outcome.result is not None:
         ctx.measured[name] = outcome.result

@@ -9,7 +9,7 @@ from gui.widgets import LevelMeter, SpeechIndicator
 from realtime.devices import DeviceError, InputDevice, list_input_devices, rescan_devices
 
 MODEL_CHOICES: tuple[tuple[str, str], ...] = (
-    ("conformer", "Conformer (default)"),
+    ("conformer", "Fast log-mel model (default)"),
     ("wavlm-ensemble", "WavLM ensemble"),
 )
 

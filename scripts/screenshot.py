@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="model bundle folder (default: %(default)s)")
     parser.add_argument("--untrained-ok", action="store_true",
                         help="when --bundle is missing, use an untrained conformer-v3.2 (layout check only)")
-    parser.add_argument("--seconds", type=float, default=12.0,
+    parser.add_argument("--seconds", type=float, default=13.0,
                         help="seconds of real-time replay before the grab (default: %(default)s s)")
     parser.add_argument("--gap-s", type=float, default=0.8,
                         help="silence between clips, in seconds (default: %(default)s s)")

@@ -15,7 +15,7 @@ import numpy as np
 
 from models.labels import EMOTIONS
 from train.datasets import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
-from train.distributed import dist_info
+from train.distributed import barrier, dist_info
 from train.evaluate import EvalResult, score, summarise_folds
 from train.folds import make_folds, validation_split, write_folds_json
 from train.loop import ClipData, TrainConfig, predict_proba, train_model
@@ -80,8 +80,13 @@ def load_run_data(spec: RunSpec, with_egemaps: bool) -> LoadedData:
         from models.egemaps import cached_egemaps, egemaps_batch
 
         if spec.cache_dir is not None:
+            dist = dist_info()
+            if not dist.is_main:
+                barrier()  # rank 0 fills the shared cache first; the others then only read it
             egemaps = cached_egemaps([c.path for c in result.clips], Path(spec.cache_dir) / "egemaps",
-                                     load_wave=cache.load, progress=dist_info().is_main)
+                                     load_wave=cache.load, progress=dist.is_main)
+            if dist.is_main:
+                barrier()
         else:
             egemaps = egemaps_batch(waves, progress=dist_info().is_main)
         egemaps = np.asarray(egemaps, dtype=np.float32)
