@@ -65,6 +65,7 @@ def test_frozen_cv_with_feature_cache_gives_a_shared_ensemble_that_runs_in_the_e
     doc = json.loads((run / "ensemble.json").read_text())
     assert doc["members"] == ["fold0", "fold1"] and doc["shared_backbone"] is True
     assert any((tmp_path / "cache").rglob("*.npy")), "the frozen backbone features were not cached"
+    assert (run / "layer_weights.png").is_file(), "cv did not write the learned layer-weight report"
     for member in doc["members"]:
         bundle = json.loads((run / member / "bundle.json").read_text())
         assert bundle["model"]["args"]["backbone_dir"] == str(tiny_wavlm.resolve())

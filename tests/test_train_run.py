@@ -120,3 +120,19 @@ def test_resume_continues_from_saved_epoch(tiny_csv, tmp_path):
     for a, b in zip(full.history, resumed.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_cv_folds_as_separate_jobs_then_collect(emodb_dir, tmp_path):
+    csv_path = make_subset_csv(emodb_dir, tmp_path / "data", ("11", "13", "14", "16"), 1)
+    out = tmp_path / "cv"
+    base = ["cv", "--dataset", "csv", "--data", str(csv_path), *TINY_ARGS, "--epochs", "1", "--folds", "2",
+            "--out", str(out)]
+    assert main([*base, "--fold", "1"]) == 0
+    assert (out / "fold1" / "bundle.json").is_file() and not (out / "fold0").exists()
+    assert not (out / "cv_metrics.json").exists()
+    assert main([*base, "--fold", "0"]) == 0
+    first = json.loads((out / "fold0" / "metrics.json").read_text())
+    assert main([*base, "--resume"]) == 0
+    cv = json.loads((out / "cv_metrics.json").read_text())
+    assert cv["summary"]["macro_f1"]["values"][0] == pytest.approx(first["eval"]["macro_f1"])
+    assert main([*base, "--fold", "5"]) == 2

@@ -387,9 +387,6 @@ class AudioCache:
             self._waves[path] = wave
         return wave
 
-    def load_all(self, clips: list[Clip]) -> list[np.ndarray]:
-        return [self.load(c.path) for c in clips]
-
 
 def load_wave_16k(path: Path) -> np.ndarray:
     """Any soundfile-readable file -> float32 mono [samples] at 16 kHz."""

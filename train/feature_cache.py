@@ -61,8 +61,25 @@ class CachedHead(nn.Module):
 
 def _model_key(model: nn.Module) -> str:
     args = model.model_args() if hasattr(model, "model_args") else {}
-    blob = json.dumps({"cls": type(model).__name__, "args": args}, sort_keys=True, default=str)
+    blob = json.dumps({"cls": type(model).__name__, "args": args, "weights": _backbone_weights_stamp(model)},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _backbone_weights_stamp(model: nn.Module) -> list[tuple[str, int, int]]:
+    """Name, size and mtime of the backbone's weight files: new weights in the same folder
+    must not reuse features cached from the old ones."""
+    info = getattr(model, "backbone_info", None)
+    folder = Path(getattr(info, "path", "") or "")
+    if not folder.is_dir():
+        return []
+    stamps = []
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        weights = folder / name
+        if weights.is_file():
+            stat = weights.stat()
+            stamps.append((name, stat.st_size, stat.st_mtime_ns))
+    return stamps
 
 
 def cached_feature_data(model: nn.Module, waves: list[np.ndarray], cache_dir: Path, device: torch.device,

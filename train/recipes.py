@@ -22,7 +22,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # V3.1: Mixup + label smoothing 0.05 (+ dropout 0.3 from the registry entry).
     "conformer-v3.1": {**_LOGMEL_BASE, "mixup_alpha": 0.4, "label_smoothing": 0.05},
     "conformer-v3.2": {**_LOGMEL_BASE, "mixup_alpha": 0.4, "label_smoothing": 0.05},
-    "doublestream-v4": {**_LOGMEL_BASE, "mixup_alpha": 0.4, "label_smoothing": 0.05},
+    "doublestream-v4": {**_LOGMEL_BASE, "epochs": 30, "mixup_alpha": 0.4, "label_smoothing": 0.05},
     # Frozen WavLM + head: focal loss against the hard classes; the head learns fast.
     "wavlm-ultimate": {"epochs": 30, "batch_size": 16, "lr": 5e-4, "weight_decay": 1e-2,
                        "patience_epochs": 8, "loss": "focal", "focal_gamma": 2.0},

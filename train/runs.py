@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.labels import EMOTIONS
+from models.registry import get_spec
 from train.datasets import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
 from train.distributed import barrier, dist_info
 from train.evaluate import EvalResult, score, summarise_folds
@@ -94,11 +95,13 @@ def load_run_data(spec: RunSpec, with_egemaps: bool) -> LoadedData:
 
 
 def _needs_egemaps(spec: RunSpec) -> bool:
-    """True for the SVM and for torch models that declare needs_egemaps (built once to ask)."""
+    """True for the SVM and for log-mel models that declare needs_egemaps (built once to ask;
+    pretrained-backbone models never need them, and building one would load the backbone)."""
     from models.registry import build_model, get_spec
 
-    if get_spec(spec.model).family == "classical":
-        return True
+    family = get_spec(spec.model).family
+    if family != "logmel":
+        return family == "classical"
     return bool(getattr(build_model(spec.model, **spec.model_args), "needs_egemaps", False))
 
 
@@ -212,6 +215,10 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                                            "shared_backbone": shared_backbone, "backbone_dir": backbone_dir})
         plot_confusion(oof_eval, out / "confusion_oof.png", f"{spec.model} {len(folds)}-fold CV, out-of-fold")
         (out / "report.md").write_text(comparison_table([out]))
+        if get_spec(spec.model).family == "ssl":
+            from train.ssl_report import write_layer_weight_report
+
+            write_layer_weight_report(out)   # learned layer weights per fold and averaged
         _say(f"CV macro-F1 {summary['macro_f1']['mean']:.3f} ± {summary['macro_f1']['std']:.3f} "
              f"(out-of-fold {oof_eval.macro_f1:.3f}) in {payload['wall_time_s'] / 60:.1f} min -> {out}")
     return RunOutcome(payload, model)
