@@ -162,7 +162,8 @@ def run_pipeline(ctx: BenchContext, module) -> BenchOutcome:
     result = module.run(duration_s=duration_s, classifiers="fallback", model_dir=ctx.model_dir,
                         data_dir=ctx.data_dir, threads=ctx.threads)
     checks = [
-        TargetCheck("Conformer p95 per utterance, end-to-end in the engine", result.get("engine_latency_p95_ms"),
+        TargetCheck(f"{default_model_name(ctx)} p95 per utterance, end-to-end in the engine",
+                    result.get("engine_latency_p95_ms"),
                     "<=", 50, "ms", "utterance available -> result; + VAD hangover for end of speech -> on disk: "
                     f"p95 {result.get('end_of_speech_to_written_p95_ms')} ms"),
         TargetCheck("live trace update interval while speaking (p95)", result.get("partial_interval_p95_ms"), "<=",

@@ -72,7 +72,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def targets_table(checks: Sequence[TargetCheck]) -> str:
     """measure | value | target | verdict | note."""
-    rows = [(c.measure, f"{fmt(c.value)} {c.unit}".strip() if c.value is not None else "-",
+    def value_text(value: float) -> str:   # ratios near a 1.3 target need two decimals
+        return fmt(float(value), 2 if abs(value) < 10 else 1) if isinstance(value, float) else fmt(value)
+
+    rows = [(c.measure, f"{value_text(c.value)} {c.unit}".strip() if c.value is not None else "-",
              c.target_text, c.verdict, c.note) for c in checks]
     return markdown_table(("measure", "value", "target", "verdict", "note"), rows)
 

@@ -5,7 +5,6 @@ stopped with SIGINT. Skips, with the reason, only where such a device cannot be 
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -340,15 +340,14 @@ def _unmount(path: Path) -> None:
 
 
 def test_unwritable_outputs_fail_at_start(speech, tmp_path):
-    started = time.monotonic()
     cases = [(Path("/proc/ved-test/s.jsonl"), "cannot create timeline folder"),
              (Path("/proc/ved-session.jsonl"), "free in /proc"),
              (tmp_path, "is a folder")]
     for out, fragment in cases:
+        # The --model folder does not exist: getting the output error proves the output is
+        # checked before the model loads (no minutes wasted loading a model for nothing).
         assert_user_error(run_main("--headless", "--input", speech[1], "--model", tmp_path / "unused",
                                    "--out", out), fragment)
-    # Checked before the model loads (the --model folder does not even exist): no wasted minutes.
-    assert time.monotonic() - started < 60
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
