@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="headless: also print the live partial-window results")
     models = parser.add_argument_group("models")
     models.add_argument("--model", metavar="FOLDER|NAME", help="fast model: bundle folder or registry name "
-                        "(default: models/default/, the trained Conformer)")
+                        "(default: models/default/, the trained log-mel model)")
     models.add_argument("--primary", metavar="FOLDER", help="accurate model (e.g. WavLM ensemble folder); "
                         "the fast model takes over whenever it misses the latency budget")
     models.add_argument("--backbone-dir", metavar="FOLDER", help="local pretrained backbone folder for "

@@ -37,7 +37,7 @@ THREADS = 2
 TARGET_SHARED_OVER_SINGLE = 1.3
 
 
-def _write_fixture(root: Path, heads: int, tiny: bool) -> Path:
+def write_fixture(root: Path, heads: int, tiny: bool) -> Path:
     """Backbone folder + K frozen-head bundles + ensemble.json under root; returns the ensemble folder."""
     import torch
 
@@ -136,7 +136,7 @@ def run(heads: int = 5, repeats: int = 3, seconds: tuple[float, ...] = (1.0, 2.5
                                "heads": heads, "threads": THREADS, "repeats": repeats,
                                "seconds": list(seconds), "configs": {}}
     with tempfile.TemporaryDirectory(prefix="ved-bench-ensemble-") as tmp:
-        ensemble = str(_write_fixture(Path(tmp), heads, tiny))
+        ensemble = str(write_fixture(Path(tmp), heads, tiny))
         context = multiprocessing.get_context("spawn")  # fresh processes: honest peak RSS
         for config in tqdm(CONFIGS, desc="peak RSS per configuration", unit="config", disable=not progress):
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

@@ -108,7 +108,7 @@ class ControlBar(QWidget):
         return self.devices[row] if 0 <= row < len(self.devices) else None
 
     def set_ensemble_available(self, available: bool) -> None:
-        """Enable or disable the WavLM ensemble entry (falls back to Conformer when disabled)."""
+        """Enable or disable the WavLM ensemble entry (falls back to the default log-mel model when disabled)."""
         row = self.model_combo.findData("wavlm-ensemble")
         self.model_combo.model().item(row).setEnabled(available)
         if not available and self.model_combo.currentIndex() == row:

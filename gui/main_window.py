@@ -29,7 +29,7 @@ from realtime.types import DropNotice, EmotionPrediction, EngineStatus, LevelUpd
 
 REFRESH_HZ = 25
 LATENCY_WINDOW = 200
-ERROR_STATES = ("error", "device-lost")
+ERROR_STATES = ("error", "warning", "device-lost")
 
 
 class MainWindow(QMainWindow):

@@ -57,7 +57,7 @@ class ConsolePrinter:
             elif self.show_partials:
                 self._write(self.out, format_prediction(event))
         elif isinstance(event, EngineStatus):
-            if not self.quiet_status or event.state in ("error", "device-lost", "reconnecting"):
+            if not self.quiet_status or event.state in ("error", "warning", "device-lost", "reconnecting"):
                 self._write(self.err, f"[{event.state}] {event.message}")
         elif isinstance(event, DropNotice):
             # Partial windows are dropped by design when the model lags; only lost audio or

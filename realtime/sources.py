@@ -37,7 +37,8 @@ class AudioFileError(ValueError):
 
 @dataclass(frozen=True)
 class FileInfo:
-    """What the probe learned about an audio file (frames as declared by its header)."""
+    """What the probe learned about an audio file. frames: what is present (libsndfile clamps a
+    truncated file's count); declared_frames: what a WAV header promises (= frames otherwise)."""
 
     path: str
     sample_rate_hz: int
@@ -45,6 +46,11 @@ class FileInfo:
     frames: int
     format: str
     subtype: str
+    declared_frames: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared_frames > self.frames
 
     @property
     def duration_s(self) -> float:
@@ -72,6 +78,25 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _wav_declared_frames(path: Path, frames: int) -> int:
+    """Frames the data chunk of a RIFF/WAVE header declares; `frames` for other formats,
+    streamed WAVs (size 0xFFFFFFFF) and headers that cannot be walked."""
+    present_total = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return frames
+        while len(chunk := f.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                present = present_total - f.tell()
+                if size == 0xFFFFFFFF or present <= 0 or size <= present:
+                    return frames
+                return round(frames * size / present)
+            f.seek(size + (size & 1), os.SEEK_CUR)   # chunks are padded to even sizes
+    return frames
+
+
 def probe_audio_file(path: str | os.PathLike) -> FileInfo:
     """Open the file, check it holds decodable audio, read its header. Raises AudioFileError."""
     p = Path(path)
@@ -84,7 +109,8 @@ def probe_audio_file(path: str | os.PathLike) -> FileInfo:
     try:
         with sf.SoundFile(str(p)) as f:
             info = FileInfo(path=str(p), sample_rate_hz=int(f.samplerate), channels=int(f.channels),
-                            frames=int(f.frames), format=str(f.format), subtype=str(f.subtype))
+                            frames=int(f.frames), format=str(f.format), subtype=str(f.subtype),
+                            declared_frames=_wav_declared_frames(p, int(f.frames)))
             first = f.read(min(4096, max(info.frames, 1)), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioFileError(f"cannot read {p.name} as audio ({_one_line(exc)})") from exc
@@ -103,7 +129,8 @@ class FileSource(AudioSource):
     claims (truncated download) plays what is there. Decoding errors mid-file end the
     stream and are reported through status_listener("error", message) and `error`.
     Counters: dropped_blocks, nonfinite_samples (NaN/inf replaced by 0), clipped_samples,
-    samples_out (16 kHz samples produced).
+    samples_out (16 kHz samples produced). At the end, anything repaired (truncation, NaN/inf,
+    clipping) is reported once through status_listener("warning", message) and kept in `warning`.
     """
 
     def __init__(self, path: str | os.PathLike, pace: str = "realtime", block_ms: int = 100) -> None:
@@ -117,6 +144,7 @@ class FileSource(AudioSource):
         self.clipped_samples = 0
         self.samples_out = 0
         self.error = ""
+        self.warning = ""   # what was repaired in the input (truncation, NaN/inf, clipping), once finished
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -161,7 +189,23 @@ class FileSource(AudioSource):
         finally:
             self.nonfinite_samples = resampler.nonfinite_samples
             self.clipped_samples = resampler.clipped_samples
+            self._report_repairs()
             self._put(END_OF_STREAM, out_q, stop_event)
+
+    def _report_repairs(self) -> None:
+        """One "warning" status naming what was wrong with the input and repaired on the fly."""
+        problems = []
+        if self.info.truncated:
+            problems.append(f"the file ends after {self.info.duration_s:.1f} s of the "
+                            f"{self.info.declared_frames / self.info.sample_rate_hz:.1f} s its header declares "
+                            "(truncated?)")
+        if self.nonfinite_samples:
+            problems.append(f"{self.nonfinite_samples:,} NaN/inf samples were replaced by silence")
+        if self.clipped_samples:
+            problems.append(f"{self.clipped_samples:,} samples beyond full scale were clipped")
+        self.warning = "; ".join(problems)
+        if self.warning and self.status_listener is not None:
+            self.status_listener("warning", f"{Path(self.info.path).name}: {self.warning}")
 
     def _emit(self, audio: np.ndarray, out_q: "queue.Queue", stop_event: threading.Event,
               clock_start: float) -> None:

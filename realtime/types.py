@@ -114,8 +114,9 @@ class LevelUpdate:
 
 @dataclass(frozen=True)
 class EngineStatus:
-    """Engine state change: state in {"starting", "ready", "running", "stopped", "error",
-    "device-lost", "reconnecting"}; message is a one-line human text."""
+    """Engine state change: state in {"starting", "ready", "running", "stopped", "error", "warning",
+    "device-lost", "reconnecting"}; message is a one-line human text. "warning": the session goes
+    on but the user should know (e.g. the input file was repaired)."""
 
     state: str
     message: str = ""

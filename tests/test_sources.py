@@ -113,6 +113,7 @@ def test_nan_samples_in_float_wav_are_zeroed_and_counted(tmp_path):
     out = np.concatenate([b.samples for b in blocks])
     assert source.nonfinite_samples == 101
     assert len(out) == RATE and np.all(out[1_000:1_100] == 0)
+    assert source.warning == "101 NaN/inf samples were replaced by silence"
 
 
 def test_truncated_wav_plays_what_is_there(tmp_path):
@@ -121,9 +122,17 @@ def test_truncated_wav_plays_what_is_there(tmp_path):
     cut = tmp_path / "cut.wav"
     cut.write_bytes(data[:44 + (len(data) - 44) // 2])   # header still claims 2.0 s
     source = FileSource(cut, pace="fast")
+    warnings = []
+    source.status_listener = lambda state, message: warnings.append((state, message))
     blocks, _ = collect(source)
     total = sum(len(b.samples) for b in blocks)
     assert abs(total - RATE) <= 20 and source.error == ""
+    assert source.info.truncated and source.info.declared_frames == 2 * 22_050
+    assert warnings == [("warning", "cut.wav: the file ends after 1.0 s of the 2.0 s its header declares "
+                                    "(truncated?)")]
+    intact = FileSource(full, pace="fast")
+    collect(intact)
+    assert not intact.info.truncated and intact.warning == ""
 
 
 @pytest.mark.parametrize("content,needle", [
