@@ -185,7 +185,9 @@ def run_pipeline(ctx: BenchContext, module) -> BenchOutcome:
                         data_dir=ctx.data_dir, threads=ctx.threads)
     checks = _pipeline_checks(f"{default} (the default model)", result) + [
         TargetCheck("live trace update interval while speaking (p95)", result.get("partial_interval_p95_ms"), "<=",
-                    500, "ms", f"max {result.get('partial_interval_max_ms')} ms"),
+                    500, "ms", f"p50 {result.get('partial_interval_p50_ms')} ms, max "
+                    f"{result.get('partial_interval_max_ms')} ms; windows are due every 500 ms of audio (hop_ms), "
+                    "the rest is inference-time jitter"),
         TargetCheck("dropped utterances at real-time pace", result.get("dropped_utterances"), "==", 0, "",
                     f"{duration_s:.0f} s replay, {result.get('utterances')} utterances"),
     ]

@@ -194,7 +194,7 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         previous = (p, written_at)
     engine_p50, engine_p95, engine_max = _percentiles([p.latency_ms for p, _ in utterances])
     eos_p50, eos_p95, eos_max = _percentiles(to_written)
-    _, gap_p95, gap_max = _percentiles(intervals)
+    gap_p50, gap_p95, gap_max = _percentiles(intervals)
     return {
         "duration_s": duration_s, "classifiers": classifiers, "clips": clips, "finished": finished,
         "models": summary.models, "utterances": summary.utterances, "partials": summary.partials,
@@ -203,7 +203,8 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         "end_of_speech_to_written_p50_ms": round(eos_p50, 1),
         "end_of_speech_to_written_p95_ms": round(eos_p95, 1),
         "end_of_speech_to_written_max_ms": round(eos_max, 1),
-        "partial_interval_p95_ms": round(gap_p95, 1), "partial_interval_max_ms": round(gap_max, 1),
+        "partial_interval_p50_ms": round(gap_p50, 1), "partial_interval_p95_ms": round(gap_p95, 1),
+        "partial_interval_max_ms": round(gap_max, 1),
         "dropped_utterances": summary.dropped_utterances, "dropped_partials": summary.dropped_partials,
         "skipped_stale_partials": engine.skipped_stale_partials,
         "dropped_audio_blocks": summary.dropped_audio_blocks, "fallback_share": summary.fallback_share,

@@ -45,6 +45,19 @@ def test_validation_split_is_speaker_grouped(emodb_clips):
     assert not {emodb_clips[i].speaker for i in fit} & {emodb_clips[i].speaker for i in val}
 
 
+def test_validation_fraction_zero_puts_every_training_clip_in_fit(emodb_clips):
+    fold = make_folds(emodb_clips, 4, seed=0)[0]
+    fit, val = validation_split(emodb_clips, fold.train_idx, seed=0, val_fraction=0.0)
+    assert fit == fold.train_idx and val == []
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_validation_fraction_outside_range_is_rejected(emodb_clips, fraction):
+    fold = make_folds(emodb_clips, 4, seed=0)[0]
+    with pytest.raises(ValueError, match="val_fraction"):
+        validation_split(emodb_clips, fold.train_idx, seed=0, val_fraction=fraction)
+
+
 def test_leak_check_raises(emodb_clips):
     folds = make_folds(emodb_clips, 4, seed=0)
     moved = folds[1].test_idx[:1]

@@ -136,3 +136,96 @@ def test_cv_folds_as_separate_jobs_then_collect(emodb_dir, tmp_path):
     cv = json.loads((out / "cv_metrics.json").read_text())
     assert cv["summary"]["macro_f1"]["values"][0] == pytest.approx(first["eval"]["macro_f1"])
     assert main([*base, "--fold", "5"]) == 2
+
+
+@pytest.mark.parametrize("fraction, ok", [("0", True), ("0.34", True), ("-0.2", False), ("1", False), ("1.5", False)])
+def test_cli_val_fraction_range(tiny_csv, tmp_path, fraction, ok):
+    argv = ["fit", "--dataset", "csv", "--data", str(tiny_csv), *TINY_ARGS, "--val-fraction", fraction,
+            "--out", str(tmp_path / "o")]
+    ns = build_parser().parse_args(argv)
+    if ok:
+        assert spec_from_args(ns).val_fraction == float(fraction)
+    else:
+        with pytest.raises(ValueError, match="--val-fraction"):
+            spec_from_args(ns)
+
+
+def _tiny_train_setup(tiny_csv: Path, epochs: int):
+    """(fresh-model factory, ClipData of all 36 tiny clips, TrainConfig) for the loop tests."""
+    from models.registry import build_model
+    from train.recipes import build_train_config
+
+    lines = tiny_csv.read_text().splitlines()[1:]
+    data = ClipData([load_wave_16k(Path(l.split(",")[0])) for l in lines],
+                    np.array([EMOTIONS.index(l.split(",")[1]) for l in lines]))
+    cfg = build_train_config("conformer-v3.1", {"epochs": epochs, "batch_size": 8, "patience_epochs": 1})
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_model("conformer-v3.1", d_model=32, n_blocks=1, n_heads=2, subsampling_channels=8)
+        model.fit_normalisation(data.waves, None)
+        return model
+
+    return fresh, data, cfg
+
+
+def test_empty_validation_runs_every_epoch_and_keeps_final_weights(tiny_csv, tmp_path):
+    fresh, data, cfg = _tiny_train_setup(tiny_csv, epochs=3)
+    seen: dict[int, dict] = {}
+
+    def snapshot(epoch: int, row: dict) -> None:
+        seen[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    model = fresh()
+    result = train_model(model, data, data.subset([]), cfg, tmp_path / "run", epoch_callback=snapshot)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]  # patience 1 would have stopped a validated run
+    assert all(h["val_loss"] is None and h["val_macro_f1"] is None for h in result.history)
+    assert result.best_epoch == 2 and result.val_eval is None and result.best_val_macro_f1 is None
+    assert result.history[-1]["lr"] < 0.02 * cfg.lr  # the cosine schedule ran to its end
+    final = result.model.state_dict()
+    for key, value in seen[2].items():
+        torch.testing.assert_close(final[key], value)
+    assert any(not torch.equal(seen[1][k], v) for k, v in seen[2].items() if v.is_floating_point())
+
+
+def test_empty_validation_resume_matches_uninterrupted(tiny_csv, tmp_path):
+    fresh, data, cfg = _tiny_train_setup(tiny_csv, epochs=2)
+    empty = data.subset([])
+    full = train_model(fresh(), data, empty, cfg, tmp_path / "full")
+
+    def interrupt(epoch: int, row: dict) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train_model(fresh(), data, empty, cfg, tmp_path / "resumed", epoch_callback=interrupt)
+    resumed = train_model(fresh(), data, empty, cfg, tmp_path / "resumed", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [0, 1] and resumed.best_epoch == 1
+    for a, b in zip(full.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_and_cv_without_validation_split(emodb_dir, tiny_csv, tmp_path):
+    out = tmp_path / "fit"
+    argv = ["fit", "--dataset", "csv", "--data", str(tiny_csv), *TINY_ARGS, "--epochs", "2", "--val-fraction", "0",
+            "--out", str(out)]
+    outcome = run_fit(spec_from_args(build_parser().parse_args(argv)))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval"] is None and metrics["split"] == "none" and metrics["val_speakers"] == []
+    assert metrics["val_fraction"] == 0 and metrics["best_epoch"] == 1 and "no validation split" in metrics["note"]
+    assert len(outcome.metrics["history"]) == 2 and not (out / "confusion_val.png").exists()
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["training"]["best_epoch"] == 1 and meta["metrics"]["val"] is None
+    assert meta["data"]["files"] == 36
+    assert main(["report", str(out)]) == 2  # no held-out scores: nothing to put in a table
+
+    csv_path = make_subset_csv(emodb_dir, tmp_path / "data", ("11", "13", "14", "16"), 1)
+    cv_out = tmp_path / "cv"
+    assert main(["cv", "--dataset", "csv", "--data", str(csv_path), *TINY_ARGS, "--epochs", "1", "--folds", "2",
+                 "--val-fraction", "0", "--out", str(cv_out)]) == 0
+    for k in (0, 1):
+        fold = json.loads((cv_out / f"fold{k}" / "metrics.json").read_text())
+        assert fold["val"] is None and fold["validation"]["val_speakers"] == [] and fold["best_epoch"] == 0
+    assert json.loads((cv_out / "cv_metrics.json").read_text())["summary"]["folds"] == 2

@@ -64,7 +64,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--patience", type=int, metavar="EPOCHS",
                    help="early stopping: epochs without a better validation macro-F1")
     t.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                   help="share of training speakers held out for early stopping (default 0.2, at least 1 speaker)")
+                   help="share of training speakers held out for early stopping (default 0.2, at least 1 speaker); "
+                        "0 = no validation split: train on every training speaker for --epochs epochs and keep "
+                        "the final weights (no early stopping)")
     t.add_argument("--seed", type=int, default=0, help="seed for folds, splits, augmentation and init (default 0)")
     t.add_argument("--workers", type=int, metavar="N", help="data-loader worker processes (default 0 = in-process)")
     t.add_argument("--cache-dir", type=Path, metavar="DIR",
@@ -132,8 +134,8 @@ def spec_from_args(ns: argparse.Namespace):
         "spec_augment": False if ns.no_spec_augment else None,
     }
     cfg = build_train_config(ns.model, overrides, augment=not ns.no_augment)
-    if not 0 < ns.val_fraction < 1:
-        raise ValueError(f"--val-fraction must be between 0 and 1, got {ns.val_fraction}")
+    if not 0 <= ns.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be at least 0 and below 1, got {ns.val_fraction}")
     names = parse_dataset_names(ns.dataset)
     return RunSpec(datasets=names, data_dirs=list(ns.data), model=ns.model, out_dir=ns.out, train=cfg,
                    model_args=parse_model_args(ns.model_arg, ns.backbone_dir), manifest=ns.manifest,

@@ -63,8 +63,13 @@ def validation_split(clips: list[Clip], train_idx: list[int], seed: int,
                      val_fraction: float = 0.2) -> tuple[list[int], list[int]]:
     """Split training indices into (fit, validation), grouped by speaker and stratified by class.
 
-    Roughly `val_fraction` of the speakers (at least one) go to validation.
+    Roughly `val_fraction` of the speakers (at least one) go to validation. val_fraction 0 means no
+    validation split: every training index is in fit and validation is empty.
     """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0:
+        return sorted(train_idx), []
     subset = [clips[j] for j in train_idx]
     n_speakers = len({c.speaker for c in subset})
     if n_speakers < 2:

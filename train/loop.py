@@ -1,7 +1,8 @@
 """The generic training loop for every torch registry model.
 
 AdamW + linear warmup / cosine decay, gradient clipping and accumulation, Mixup, class-weighted
-losses, early stopping on validation macro-F1, best weights kept, a resumable state file written
+losses, early stopping on validation macro-F1, best weights kept (with an empty validation set: all
+epochs run and the final weights are kept), a resumable state file written
 after every epoch, length-bucketed batches, mixed precision on GPU only, and PyTorch DDP when
 started by torchrun (see train/distributed.py). Frozen-backbone models can train their head from
 an fp16 feature cache (train/feature_cache.py).
@@ -86,13 +87,16 @@ class ClipData:
 
 @dataclass
 class TrainResult:
-    """model holds the best (highest validation macro-F1) weights, on the CPU, in eval mode."""
+    """model holds the best (highest validation macro-F1) weights, on the CPU, in eval mode.
+
+    Without a validation set: the final-epoch weights, best_epoch = last epoch, no validation scores (None).
+    """
 
     model: nn.Module
     history: list[dict]
     best_epoch: int
-    best_val_macro_f1: float
-    val_eval: EvalResult
+    best_val_macro_f1: float | None
+    val_eval: EvalResult | None
 
 
 def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
@@ -215,6 +219,9 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                 epoch_callback: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train `model` (normalisation already fitted) on `train`, early-stop on `val` macro-F1.
 
+    An empty `val` (no clips) switches early stopping off: every one of cfg.epochs runs (the cosine
+    schedule reaches its end) and the final weights are kept; history rows then hold None for the
+    validation columns.
     Writes run_dir/train_state.pt after every epoch (rank 0 only); with resume=True continues
     from it. Raises TrainingInterrupted on Ctrl-C. epoch_callback(epoch, history_row) runs after
     each epoch's state is saved.
@@ -222,6 +229,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     from train.feature_cache import CachedHead, cached_feature_data
 
     dist = dist_info()
+    has_val = len(val.waves) > 0
     device = resolve_device(cfg.device, dist)
     seed_everything(cfg.seed + dist.rank)
     run_dir = Path(run_dir)
@@ -233,7 +241,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     use_cache = cache_dir is not None and bool(getattr(model, "frontend_cacheable", False))
     if use_cache:
         train_items, train_lengths, time_axis = cached_feature_data(model, train.waves, Path(cache_dir), device, dist)
-        val_items, _, _ = cached_feature_data(model, val.waves, Path(cache_dir), device, dist)
+        val_items = cached_feature_data(model, val.waves, Path(cache_dir), device, dist)[0] if has_val else []
         trainable: nn.Module = CachedHead(model, time_axis)
         dataset: Dataset = _CachedItems(train_items)
         collate = CachedHead.collate
@@ -262,7 +270,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
 
     history: list[dict] = []
     best_f1, best_epoch, bad_epochs, start_epoch = -1.0, -1, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = copy.deepcopy(model.state_dict()) if has_val else None
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -273,7 +281,8 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
         bad_epochs, start_epoch, best_state = state["bad_epochs"], state["epoch"], state["best_model"]
         _set_rng_state(state["rng"], mix_gen)
         if dist.is_main:
-            print(f"resuming from {state_path} after epoch {start_epoch} (best macro-F1 {best_f1:.3f})")
+            best = f"best macro-F1 {best_f1:.3f}" if has_val else "no validation split"
+            print(f"resuming from {state_path} after epoch {start_epoch} ({best})")
 
     predict = (lambda m, d, bs, dev: CachedHead(m, time_axis).predict_items(val_items, bs, dev)) if use_cache else None
     epoch = start_epoch
@@ -312,19 +321,23 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                 total += float(loss.detach())
                 n_batches += 1
                 bar.set_postfix(loss=f"{total / n_batches:.3f}")
-            val_eval, val_loss = evaluate_split(model, val, cfg.eval_batch_size, device, predict)
-            row = {"epoch": epoch, "train_loss": total / max(1, n_batches), "val_loss": val_loss,
-                   "val_macro_f1": val_eval.macro_f1, "val_accuracy": val_eval.accuracy,
-                   "lr": scheduler.get_last_lr()[0]}
+            row = {"epoch": epoch, "train_loss": total / max(1, n_batches), "val_loss": None,
+                   "val_macro_f1": None, "val_accuracy": None, "lr": scheduler.get_last_lr()[0]}
+            if has_val:
+                val_eval, row["val_loss"] = evaluate_split(model, val, cfg.eval_batch_size, device, predict)
+                row["val_macro_f1"], row["val_accuracy"] = val_eval.macro_f1, val_eval.accuracy
             history.append(row)
-            if val_eval.macro_f1 > best_f1:
+            if not has_val:
+                best_epoch = epoch  # no selection: the last finished epoch's weights are kept
+            elif val_eval.macro_f1 > best_f1:
                 best_f1, best_epoch, bad_epochs = val_eval.macro_f1, epoch, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
             if dist.is_main:
-                tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, val loss {val_loss:.3f}, "
-                           f"val macro-F1 {val_eval.macro_f1:.3f} (best {best_f1:.3f} @ {best_epoch + 1})")
+                tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f}, " + (
+                    f"val loss {row['val_loss']:.3f}, val macro-F1 {row['val_macro_f1']:.3f} "
+                    f"(best {best_f1:.3f} @ {best_epoch + 1})" if has_val else "no validation split"))
                 run_dir.mkdir(parents=True, exist_ok=True)
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -338,10 +351,13 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
             f"interrupted in epoch {epoch + 1}; the state after {len(history)} finished epoch(s) is in "
             f"{state_path}. Resume by running the same command again with --resume") from None
 
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.to("cpu").eval()
     if dist.is_main and state_path.is_file():
         state_path.unlink()  # finished: the bundle holds the weights; the state only serves interrupted runs
+    if not has_val:
+        return TrainResult(model, history, best_epoch, None, None)
     final_eval, _ = evaluate_split(model, val, cfg.eval_batch_size, "cpu", predict)
     return TrainResult(model, history, best_epoch, best_f1, final_eval)
 

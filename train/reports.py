@@ -45,18 +45,22 @@ def plot_confusion(result: EvalResult, path: Path, title: str) -> None:
 
 
 def plot_learning_curves(history: list[dict], path: Path, title: str) -> None:
-    """history: one dict per epoch with train_loss, val_loss, val_macro_f1."""
+    """history: one dict per epoch with train_loss, val_loss, val_macro_f1 (val_* None: no validation split)."""
     if not history:
         return
     plt = _pyplot()
     epochs = [h["epoch"] + 1 for h in history]
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(9, 3.4))
+    has_val = all(h["val_loss"] is not None for h in history)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    if has_val:
+        ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
+        ax_f1.plot(epochs, [h["val_macro_f1"] for h in history], color="tab:green")
+    else:
+        ax_f1.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax_f1.transAxes)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
-    ax_f1.plot(epochs, [h["val_macro_f1"] for h in history], color="tab:green")
     ax_f1.set_xlabel("epoch")
     ax_f1.set_ylabel("validation macro-F1")
     ax_f1.set_ylim(0, 1)
@@ -83,6 +87,8 @@ def _load_run(run_dir: Path) -> dict:
                 "wall_s": sum(d.get("fold_wall_time_s") or []) or None}
     if single_file.is_file():
         d = json.loads(single_file.read_text())
+        if d.get("eval") is None:
+            raise ValueError(f"{run_dir} was trained without a validation split: it has no scores to compare")
         r = EvalResult.from_dict(d["eval"])
         return {"system": d["model"], "run": str(run_dir), "folds": 1, "f1": r.macro_f1, "f1_std": 0.0,
                 "acc": r.accuracy, "uar": r.uar, "per_class": {k: v.f1 for k, v in r.per_class.items()},

@@ -112,7 +112,10 @@ def _training_meta(spec: RunSpec, extra: dict | None = None) -> dict:
 
 def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int], val_idx: list[int],
              run_dir: Path) -> tuple[Any, dict]:
-    """Build, normalise and train one model; returns (trained model, info for metrics.json)."""
+    """Build, normalise and train one model; returns (trained model, info for metrics.json).
+
+    An empty val_idx (val-fraction 0) trains without a validation split: info["val"] is None.
+    """
     from models.registry import build_model, get_spec
 
     fit_data, val_data = data.subset(fit_idx), data.subset(val_idx)
@@ -120,6 +123,8 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
     if get_spec(spec.model).family == "classical":
         model = build_model(spec.model, **args)
         model.fit(fit_data.egemaps, fit_data.labels)
+        if not val_idx:
+            return model, {"val": None, "history": [], "best_epoch": None}
         probs = model.predict_proba(val_data.egemaps)
         return model, {"val": score(val_data.labels, probs.argmax(1)).to_dict(), "history": [], "best_epoch": None}
     model = build_model(spec.model, **args)
@@ -128,8 +133,8 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
                          cache_dir=spec.cache_dir)
     if dist_info().is_main:
         plot_learning_curves(result.history, run_dir / "learning_curves.png", f"{spec.model} ({run_dir.name})")
-    return result.model, {"val": result.val_eval.to_dict(), "history": result.history,
-                          "best_epoch": result.best_epoch}
+    return result.model, {"val": None if result.val_eval is None else result.val_eval.to_dict(),
+                          "history": result.history, "best_epoch": result.best_epoch}
 
 
 def _predict(model: Any, data: ClipData) -> np.ndarray:
@@ -137,6 +142,14 @@ def _predict(model: Any, data: ClipData) -> np.ndarray:
     if hasattr(model, "predict_proba"):
         return np.asarray(model.predict_proba(data.egemaps), dtype=np.float32)
     return predict_proba(model, data)
+
+
+def _validation_info(clips: list[Clip], val_idx: list[int], val_fraction: float) -> dict:
+    """What metrics.json says about the early-stopping split (none when val-fraction is 0)."""
+    if not val_idx:
+        return {"val_fraction": val_fraction, "val_speakers": [],
+                "note": "no validation split: trained on every training speaker, final-epoch weights kept"}
+    return {"val_fraction": val_fraction, "val_speakers": sorted({clips[i].speaker for i in val_idx})}
 
 
 def _save_bundle(out_dir: Path, model: Any, spec: RunSpec, meta: dict) -> None:
@@ -194,7 +207,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                 "training": _training_meta(spec, {"best_epoch": info["best_epoch"]}),
                 "data": provenance(train_clips, spec.datasets, spec.data_dirs)})
             write_json(done, {"model": spec.model, "fold": fold.index, "eval": result.to_dict(),
-                              "val": info["val"], "history": info["history"],
+                              "val": info["val"], "validation": _validation_info(clips, val_idx, spec.val_fraction),
+                              "history": info["history"], "best_epoch": info["best_epoch"],
                               "test_speakers": fold.test_speakers, "test_predictions": preds.tolist(),
                               "wall_time_s": fold_seconds[fold.index]})
             plot_confusion(result, fold_dir / "confusion.png", f"{spec.model} fold {fold.index}")
@@ -225,7 +239,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
 
 
 def run_fit(spec: RunSpec) -> RunOutcome:
-    """Train on all data (speaker-grouped validation split for early stopping); write one bundle."""
+    """Train on all data (speaker-grouped validation split for early stopping, or none with
+    val-fraction 0); write one bundle. metrics.json's eval is None when there was no validation split."""
     started = time.monotonic()
     dist = dist_info()
     loaded = load_run_data(spec, _needs_egemaps(spec))
@@ -233,19 +248,23 @@ def run_fit(spec: RunSpec) -> RunOutcome:
     out = Path(spec.out_dir)
     fit_idx, val_idx = validation_split(clips, list(range(len(clips))), spec.train.seed, spec.val_fraction)
     model, info = _fit_one(spec, data, clips, fit_idx, val_idx, out)
-    val_eval = EvalResult.from_dict(info["val"])
-    payload = {"model": spec.model, "eval": info["val"], "split": "validation",
-               "val_speakers": sorted({clips[i].speaker for i in val_idx}),
+    validation = _validation_info(clips, val_idx, spec.val_fraction)
+    payload = {"model": spec.model, "eval": info["val"], "split": "validation" if val_idx else "none",
+               **validation, "best_epoch": info["best_epoch"],
                "history": info["history"], "wall_time_s": time.monotonic() - started}
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _save_bundle(out, model, spec, {
-            "fold": None, "metrics": {"val": info["val"], "val_speakers": payload["val_speakers"]},
+            "fold": None, "metrics": {"val": info["val"], **validation},
             "training": _training_meta(spec, {"best_epoch": info["best_epoch"]}),
             "data": provenance(clips, spec.datasets, spec.data_dirs)})
         write_json(out / "metrics.json", payload)
-        plot_confusion(val_eval, out / "confusion_val.png", f"{spec.model} validation speakers")
-        _say(f"validation macro-F1 {val_eval.macro_f1:.3f}; bundle written to {out}")
+        if info["val"] is None:
+            _say(f"no validation split: trained on all {len(clips)} clips, final weights; bundle written to {out}")
+        else:
+            val_eval = EvalResult.from_dict(info["val"])
+            plot_confusion(val_eval, out / "confusion_val.png", f"{spec.model} validation speakers")
+            _say(f"validation macro-F1 {val_eval.macro_f1:.3f}; bundle written to {out}")
     return RunOutcome(payload, model)
 
 
