@@ -310,4 +310,7 @@ def test_fake_device_gives_up_when_configured(fake_portaudio):
     rec = Recorder(MicrophoneSource("fake", cfg=cfg))
     assert rec.wait_for(lambda: rec.ended, 5.0)
     assert rec.states()[0] == "device-lost" and rec.states()[-1] == "error"
+    busy = rec.statuses[0][2]      # a busy device: PortAudio's reason, per rate/channel tried, one line
+    assert busy.startswith("cannot open Fake USB Mic: 48000 Hz x2: Device unavailable") and "\n" not in busy
+    assert "gave up reconnecting to Fake USB Mic" in rec.statuses[-1][2]
     rec.source.stop()
