@@ -5,7 +5,7 @@ from __future__ import annotations
 from PyQt5.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QStatusBar,
                              QToolButton, QWidget)
 
-from gui.widgets import LevelMeter, SpeechIndicator
+from gui.widgets import LevelMeter, SpaceIsStartStop, SpeechIndicator
 from realtime.devices import DeviceError, InputDevice, list_input_devices, rescan_devices
 
 MODEL_CHOICES: tuple[tuple[str, str], ...] = (
@@ -77,6 +77,8 @@ class ControlBar(QWidget):
         self.window_spin.setSingleStep(10.0)
         self.window_spin.setSuffix(" s")
         self.window_spin.setToolTip("visible time window of the live plot, in seconds")
+        self._space_filter = SpaceIsStartStop(self)
+        self.window_spin.installEventFilter(self._space_filter)
         self.level_meter = LevelMeter()
         self.speech_indicator = SpeechIndicator()
         layout = QHBoxLayout(self)

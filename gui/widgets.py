@@ -5,7 +5,7 @@ All of them are fed from the GUI thread only (see gui/bridge.py).
 """
 from __future__ import annotations
 
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import QEvent, QObject, Qt
 from PyQt5.QtGui import QBrush, QColor, QFont
 from PyQt5.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
                              QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -15,6 +15,17 @@ from models.labels import EMOTIONS
 from realtime.types import EmotionPrediction
 
 METER_FLOOR_DBFS = -60
+
+
+class SpaceIsStartStop(QObject):
+    """Event filter for text-entry widgets (spin boxes): they claim the space key to type a
+    blank, which would swallow the window's Start/Stop shortcut; this hands space back."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:   # noqa: N802 (Qt API name)
+        if event.type() == QEvent.ShortcutOverride and event.key() == Qt.Key_Space:
+            event.ignore()
+            return True
+        return False
 
 
 class LevelMeter(QWidget):

@@ -124,6 +124,19 @@ def test_window_builds_with_six_curves_and_conformer_default(qtbot, settings, tm
     assert not window.actions["save_as"].isEnabled()
 
 
+def test_space_bar_reaches_start_stop_while_the_window_length_box_has_focus(qtbot, settings):
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    window.show()
+    spin = window.controls.window_spin
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus, timeout=5_000)
+    before = spin.value()
+    with qtbot.waitSignal(window.space_shortcut.activated, timeout=2_000):
+        qtbot.keyClick(spin, Qt.Key_Space)
+    assert spin.value() == before and " " not in spin.lineEdit().text().strip(" s")
+
+
 def test_device_list_fills_and_prefers_default(qtbot, settings, monkeypatch):
     devices = [InputDevice(0, "Built-in Mic", 2, 44100.0, False), InputDevice(3, "USB Headset", 1, 16000.0, True)]
     monkeypatch.setattr("gui.controls.list_input_devices", lambda: list(devices))
