@@ -99,3 +99,23 @@ def test_front_door_runs_one_benchmark_and_writes_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bench", "--only", "vad_cost", "--out", "/proc/x/y.json"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "cannot write results" in bad.stderr
+
+
+def test_train_cv_bench_replays_the_recorded_recipe_as_cv(tmp_path):
+    from bench import train_cv
+
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps({"training": {"command": (
+        "python -m train fit --dataset emodb --data ../shared/data/emodb --model doublestream-v4 "
+        "--model-arg d_model=64 --epochs 30 --cache-dir /tmp/c --threads 1 --resume --out models/default")}}))
+    fit_args = train_cv.recorded_command(bundle)
+    argv = train_cv.cv_argv(fit_args, tmp_path / "data", tmp_path / "out", tmp_path / "cache", 2, epochs=2)
+    assert argv[1:4] == ["-m", "train", "cv"]
+    assert argv[4:12] == ["--dataset", "emodb", "--model", "doublestream-v4", "--model-arg", "d_model=64",
+                          "--epochs", "30"]
+    assert argv[12:] == ["--epochs", "2", "--data", str(tmp_path / "data" / "emodb"), "--out", str(tmp_path / "out"),
+                         "--cache-dir", str(tmp_path / "cache"), "--threads", "2"]
+    assert train_cv.recorded_command()[:2] == ["--dataset", "emodb"]     # the shipped default records its recipe
+    bundle.write_text(json.dumps({"training": {}}))
+    with pytest.raises(FileNotFoundError, match="records no training command"):
+        train_cv.recorded_command(bundle)

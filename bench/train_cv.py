@@ -1,0 +1,105 @@
+"""Benchmark: wall time of the default model's full speaker-independent CV on the shared EmoDB copy.
+
+The recipe is the exact command recorded in models/default/bundle.json (`training.command`), run
+as `python -m train cv` instead of `fit`, in a fresh scratch folder with an empty feature cache
+(so eGeMAPS extraction is included), on the benchmark's thread count. Target: <= 15 minutes on
+the 2-core CPU. The CV macro-F1 is reported beside the time so a faster recipe cannot hide a
+worse model.
+
+    python -m bench.train_cv [--epochs N] [--threads 2] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "default" / "bundle.json"
+# Options of the recorded `fit` command that the benchmark replaces with its own values.
+REPLACED = {"--out", "--cache-dir", "--threads", "--data", "--resume"}
+
+
+def recorded_command(bundle_json: Path = DEFAULT_BUNDLE) -> list[str]:
+    """The `python -m train fit ...` command the default bundle was trained with, as argv."""
+    try:
+        command = json.loads(bundle_json.read_text())["training"]["command"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FileNotFoundError(f"{bundle_json} records no training command ({exc})") from None
+    argv = shlex.split(command)
+    if argv[:4] != ["python", "-m", "train", "fit"]:
+        raise ValueError(f"expected a 'python -m train fit' command in {bundle_json}, got {command!r}")
+    return argv[4:]
+
+
+def cv_argv(fit_args: list[str], data_dir: Path, out: Path, cache: Path, threads: int,
+            epochs: int | None = None) -> list[str]:
+    """The recorded fit options turned into a `train cv` run on `data_dir`/emodb in scratch folders."""
+    kept, skip_value = [], False
+    for arg in fit_args:
+        if skip_value:
+            skip_value = False
+            continue
+        if arg in REPLACED:
+            skip_value = arg != "--resume"
+            continue
+        kept.append(arg)
+    if epochs is not None:
+        kept += ["--epochs", str(epochs)]   # argparse keeps the last value
+    return [sys.executable, "-m", "train", "cv", *kept, "--data", str(data_dir / "emodb"), "--out", str(out),
+            "--cache-dir", str(cache), "--threads", str(threads)]
+
+
+def run(data_dir: Path, threads: int = 2, epochs: int | None = None, timeout_s: float = 3600.0) -> dict:
+    """Run the CV in a subprocess; returns wall time, folds and macro-F1 (mean ± std, out-of-fold)."""
+    with tempfile.TemporaryDirectory(prefix="ved-bench-cv-") as tmp:
+        out = Path(tmp) / "run"
+        argv = cv_argv(recorded_command(), data_dir, out, Path(tmp) / "cache", threads, epochs)
+        started = time.monotonic()
+        done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
+        wall_s = time.monotonic() - started
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"train cv exited {done.returncode}: {last}")
+        metrics = json.loads((out / "cv_metrics.json").read_text())
+    summary = metrics["summary"]["macro_f1"]
+    return {"command": " ".join(["python", *argv[1:]]).replace(str(REPO_ROOT) + "/", ""),
+            "epochs_override": epochs, "folds": len(metrics["fold_wall_time_s"]),
+            "wall_minutes": round(wall_s / 60.0, 2),
+            "fold_minutes": [round(s / 60.0, 2) for s in metrics["fold_wall_time_s"]],
+            "macro_f1_mean": round(summary["mean"], 4), "macro_f1_std": round(summary["std"], 4),
+            "oof_macro_f1": round(metrics["oof"]["macro_f1"], 4)}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| measure | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in result.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.train_cv", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
+                        help="folder holding emodb/ (default ../shared/data)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs (quick, indicative runs)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.data, args.threads, args.epochs)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
