@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
-import time
 
 import numpy as np
 import pytest
@@ -136,8 +136,10 @@ def test_default_path_is_in_the_user_data_folder(tmp_path, monkeypatch):
     assert path.name.startswith("ved-") and path.suffix == ".jsonl" and len(path.stem) == len("ved-20260101-120000")
 
 
-def test_two_hour_timeline_reloads_fast(tmp_path):
-    """~7,000 utterances + 14,000 partials (2 h of talk) must reload well under a second."""
+def test_two_hour_timeline_reloads_completely_and_leaves_the_collector_on(tmp_path):
+    """~7,000 utterances + 14,000 partials (2 h of talk). Reload time is a benchmark target
+    (`python -m bench --only soak`); here: every record back, partials superseded, and the cyclic
+    garbage collector (paused while parsing) enabled again, also after a failed load."""
     path = tmp_path / "long.jsonl"
     rng = np.random.default_rng(0)
     lines = [json.dumps({"type": "header", "format_version": 1, "started_utc": "2026-01-01T00:00:00Z"})]
@@ -153,11 +155,12 @@ def test_two_hour_timeline_reloads_fast(tmp_path):
         lines.append(json.dumps({"type": "prediction", **utterance.to_dict()}))
         t += 1.03
     path.write_text("\n".join(lines) + "\n")
-    # CPU time of this process: other jobs on a shared 2-core machine stretch the wall time
-    # (bench figures cover that), not the work the reload does.
-    started_cpu, started_wall = time.process_time(), time.perf_counter()
+    assert gc.isenabled()
     session = load_timeline(path)
-    cpu_s, wall_s = time.process_time() - started_cpu, time.perf_counter() - started_wall
+    assert gc.isenabled()
     assert len(session.utterances()) == 7_000 and len(session.partials()) == 14_000
     assert sum(session.superseded) == 14_000
-    assert cpu_s < 1.0, f"reload took {cpu_s:.2f} s of CPU ({wall_s:.2f} s wall)"
+    (tmp_path / "bad.jsonl").write_text('{"type": "prediction"}\n')
+    with pytest.raises(TimelineError):
+        load_timeline(tmp_path / "bad.jsonl")
+    assert gc.isenabled()
