@@ -120,12 +120,19 @@ def find_model(scratch: Path) -> tuple[str, str]:
         meta_path = DEFAULT_BUNDLE_DIR / "bundle.json"
         name = json.loads(meta_path.read_text())["model"]["name"] if meta_path.is_file() else "ensemble"
         return str(DEFAULT_BUNDLE_DIR), f"trained default bundle {DEFAULT_BUNDLE_DIR} ({name})"
+    folder = untrained_bundle(scratch, "conformer-v3.2")
+    return folder, "UNTRAINED full-size conformer-v3.2 (models/default/ not present): timing only"
+
+
+def untrained_bundle(scratch: Path, name: str) -> str:
+    """A registry model with random weights saved as a bundle in scratch: real compute, for timing only."""
     from models.bundle import save_bundle
     from models.registry import build_model
 
-    folder = save_bundle(scratch / "untrained-conformer-v3.2", build_model("conformer-v3.2"), "conformer-v3.2",
-                         meta={"training": {"note": "untrained, benchmark timing only"}})
-    return str(folder), "UNTRAINED full-size conformer-v3.2 (models/default/ not present): timing only"
+    folder = scratch / f"untrained-{name}"
+    if not (folder / "bundle.json").is_file():
+        save_bundle(folder, build_model(name), name, meta={"training": {"note": "untrained, benchmark timing only"}})
+    return str(folder)
 
 
 def default_model_name(ctx: BenchContext) -> str:
@@ -143,18 +150,6 @@ def run_vad_cost(ctx: BenchContext, module) -> BenchOutcome:
     checks = [TargetCheck("VAD + resampling CPU per second of audio", total["ms_per_audio_s"], "report", 0,
                           "ms/s", f"{100 * total['realtime_factor']:.2f}% of one core in real time")]
     return BenchOutcome("vad_cost", "ok", table=module.format_table(result), checks=checks, result=result)
-
-
-def conformer_bundle(ctx: BenchContext) -> str:
-    """An untrained conformer-v3.1 bundle in the scratch folder: the Conformer's compute, for its target."""
-    from models.bundle import save_bundle
-    from models.registry import build_model
-
-    folder = ctx.scratch / "untrained-conformer-v3.1"
-    if not (folder / "bundle.json").is_file():
-        save_bundle(folder, build_model("conformer-v3.1"), "conformer-v3.1",
-                    meta={"training": {"note": "untrained, benchmark timing only"}})
-    return str(folder)
 
 
 def run_model_speed(ctx: BenchContext, module) -> BenchOutcome:
@@ -204,7 +199,8 @@ def run_pipeline(ctx: BenchContext, module) -> BenchOutcome:
             result["engine_over_model_p95"] = round(result["engine_latency_p95_ms"] / model_p95, 2)
     if default not in CONFORMERS:   # the issue's 50 ms target is the Conformer's: measure it too
         conformer = module.run(duration_s=duration_s * 2 / 3, classifiers="fallback",
-                               model_dir=conformer_bundle(ctx), data_dir=ctx.data_dir, threads=ctx.threads)
+                               model_dir=untrained_bundle(ctx.scratch, "conformer-v3.1"), data_dir=ctx.data_dir,
+                               threads=ctx.threads)
         checks = _pipeline_checks("conformer-v3.1 (untrained weights, same compute)", conformer) + checks
         table += "\n\nconformer-v3.1 (untrained weights, same compute):\n\n" + module.markdown(conformer)
         result["conformer_v3_1"] = conformer

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import markdown_table
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default" / "bundle.json"
 # Options of the recorded `fit` command that the benchmark replaces with its own values.
@@ -77,9 +79,7 @@ def run(data_dir: Path, threads: int = 2, epochs: int | None = None, timeout_s: 
 
 
 def markdown(result: dict) -> str:
-    lines = ["| measure | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in result.items()]
-    return "\n".join(lines)
+    return markdown_table(("measure", "value"), list(result.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
