@@ -53,7 +53,7 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
     "forward_mean_ms", "forward_p95_ms", "forward_cpu_ms", "predict_mean_ms", "predict_p95_ms"}]}."""
     import torch
 
-    from models.egemaps import EGEMAPS_DIM, egemaps
+    from models.egemaps import egemaps, feature_dim
     from models.features import pad_batch
     from models.registry import available, build_model
     from models.svm import SklearnClassifier
@@ -67,7 +67,7 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
         params = sum(p.numel() for p in model.parameters())
         weights_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
         wave, lengths = pad_batch([clip])
-        feats = torch.from_numpy(egemaps(clip))[None] if model.needs_egemaps else None
+        feats = torch.from_numpy(egemaps(clip, model.functionals_set))[None] if model.needs_egemaps else None
 
         def forward() -> None:
             with torch.inference_mode():
@@ -80,13 +80,14 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
                      "forward_mean_ms": forward_t["mean_ms"], "forward_p95_ms": forward_t["p95_ms"],
                      "forward_cpu_ms": forward_t["cpu_ms"],
                      "predict_mean_ms": predict_t["mean_ms"], "predict_p95_ms": predict_t["p95_ms"]})
-    if names is None:
-        rng = np.random.default_rng(0)
-        labels = np.repeat(np.arange(6), 5)
-        svm = build_model("egemaps-svm").fit(rng.standard_normal((labels.shape[0], EGEMAPS_DIM)), labels)
-        classifier = SklearnClassifier(svm, name="egemaps-svm")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 5)
+    for name in available("classical") if names is None else []:
+        model = build_model(name)
+        model.fit(rng.standard_normal((labels.shape[0], feature_dim(model.functionals_set))), labels)
+        classifier = SklearnClassifier(model, name=name)
         predict_t = _timed(lambda: classifier.predict([clip]), max(5, runs // 5), 2)
-        rows.append({"model": "egemaps-svm", "params": None, "weights_mb": None,
+        rows.append({"model": name, "params": None, "weights_mb": None,
                      "forward_mean_ms": None, "forward_p95_ms": None, "forward_cpu_ms": None,
                      "predict_mean_ms": predict_t["mean_ms"], "predict_p95_ms": predict_t["p95_ms"]})
     return {"clip_s": clip_s, "threads": threads, "runs": runs, "rows": rows}

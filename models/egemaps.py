@@ -1,12 +1,19 @@
-"""eGeMAPS v02 functionals (88 values per clip) from openSMILE, with an on-disk cache.
+"""openSMILE utterance functionals, with an on-disk cache.
 
-    egemaps(wave)                         float32 [T] 16 kHz -> float32 [88]
-    egemaps_batch(waves)                  list of [T_i]      -> float32 [N, 88]
-    cached_egemaps(paths, cache_dir)      audio files        -> float32 [N, 88] (cache keyed by path+mtime+size)
+Two feature sets (FEATURE_SETS): "eGeMAPSv02" (88 values, the default and the
+reference baseline's set) and "ComParE_2016" (6373 values: spectral, MFCC,
+voicing and energy descriptors with many more statistics; the stronger set on
+few speakers). F = the set's dimension.
+
+    egemaps(wave)                                   float32 [T] 16 kHz -> float32 [88]
+    egemaps_batch(waves)                            list of [T_i]      -> float32 [N, 88]
+    functionals_batch(waves, feature_set)           list of [T_i]      -> float32 [N, F]
+    cached_egemaps(paths, cache_dir, feature_set)   audio files        -> float32 [N, F]
+                                                    (cache keyed by path+mtime+size+set)
 
 openSMILE fills clips shorter than about 0.1 s with NaN; such clips are
 zero-padded (centred) to `min_clip_ms` first, and any value that is still not
-finite becomes 0, so callers always get 88 finite numbers.
+finite becomes 0, so callers always get F finite numbers.
 """
 from __future__ import annotations
 
@@ -22,16 +29,28 @@ from tqdm import tqdm
 
 EGEMAPS_DIM = 88
 FEATURE_SET = "eGeMAPSv02"
+FEATURE_SETS = {"eGeMAPSv02": EGEMAPS_DIM, "ComParE_2016": 6373}
+
+
+def feature_dim(feature_set: str) -> int:
+    """Number of functionals in `feature_set`; unknown names raise ValueError listing the choices."""
+    try:
+        return FEATURE_SETS[feature_set]
+    except KeyError:
+        raise ValueError(f"unknown openSMILE feature set {feature_set!r}; "
+                         f"choose one of: {', '.join(FEATURE_SETS)}") from None
 
 
 @dataclass(frozen=True)
 class EgemapsConfig:
-    """Input rate and the length short clips are padded to before openSMILE sees them."""
+    """Feature set, input rate and the length short clips are padded to before openSMILE sees them."""
 
     sample_rate_hz: int = 16_000
     min_clip_ms: float = 250.0
+    feature_set: str = FEATURE_SET
 
     def __post_init__(self) -> None:
+        feature_dim(self.feature_set)
         if self.sample_rate_hz <= 0:
             raise ValueError(f"sample_rate_hz must be > 0, got {self.sample_rate_hz}")
         if self.min_clip_ms < 100.0:
@@ -39,7 +58,7 @@ class EgemapsConfig:
 
 
 class EgemapsExtractor:
-    """Wraps one opensmile.Smile (created on first use); thread-safe through a lock."""
+    """Wraps one opensmile.Smile for config.feature_set (created on first use); thread-safe through a lock."""
 
     def __init__(self, config: EgemapsConfig | None = None) -> None:
         self.config = config or EgemapsConfig()
@@ -50,12 +69,12 @@ class EgemapsExtractor:
         if self._smile is None:
             import opensmile
 
-            self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+            self._smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, self.config.feature_set),
                                           feature_level=opensmile.FeatureLevel.Functionals)
         return self._smile
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        """wave: float mono [T] at config.sample_rate_hz -> float32 [88]."""
+        """wave: float mono [T] at config.sample_rate_hz -> float32 [F]."""
         signal = np.asarray(wave, dtype=np.float32).reshape(-1)
         min_samples = int(self.config.min_clip_ms * self.config.sample_rate_hz / 1000)
         if signal.shape[0] < min_samples:
@@ -67,37 +86,44 @@ class EgemapsExtractor:
                 warnings.filterwarnings("ignore", message="Segment too short")
                 values = smile.process_signal(signal, self.config.sample_rate_hz).to_numpy()
         values = values.reshape(-1).astype(np.float32)
-        if values.shape[0] != EGEMAPS_DIM:
-            raise RuntimeError(f"openSMILE returned {values.shape[0]} eGeMAPS values, expected {EGEMAPS_DIM}")
+        expected = feature_dim(self.config.feature_set)
+        if values.shape[0] != expected:
+            raise RuntimeError(f"openSMILE returned {values.shape[0]} {self.config.feature_set} values, "
+                               f"expected {expected}")
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
 
     def batch(self, waves: Sequence[np.ndarray], progress: bool = False) -> np.ndarray:
-        """list of [T_i] -> float32 [N, 88]."""
-        rows = [self(w) for w in tqdm(waves, desc="eGeMAPS", unit="clip", disable=not progress)]
-        return np.stack(rows) if rows else np.zeros((0, EGEMAPS_DIM), dtype=np.float32)
+        """list of [T_i] -> float32 [N, F]."""
+        rows = [self(w) for w in tqdm(waves, desc=self.config.feature_set, unit="clip", disable=not progress)]
+        dim = feature_dim(self.config.feature_set)
+        return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
 
 
-_DEFAULT: EgemapsExtractor | None = None
+_DEFAULTS: dict[str, EgemapsExtractor] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def default_extractor() -> EgemapsExtractor:
-    """Process-wide extractor at 16 kHz (openSMILE set up once, lazily)."""
-    global _DEFAULT
+def default_extractor(feature_set: str = FEATURE_SET) -> EgemapsExtractor:
+    """Process-wide extractor per feature set at 16 kHz (openSMILE set up once, lazily)."""
     with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = EgemapsExtractor()
-        return _DEFAULT
+        if feature_set not in _DEFAULTS:
+            _DEFAULTS[feature_set] = EgemapsExtractor(EgemapsConfig(feature_set=feature_set))
+        return _DEFAULTS[feature_set]
 
 
-def egemaps(wave: np.ndarray) -> np.ndarray:
-    """float32 16 kHz mono [T] -> float32 [88] eGeMAPS v02 functionals."""
-    return default_extractor()(wave)
+def egemaps(wave: np.ndarray, feature_set: str = FEATURE_SET) -> np.ndarray:
+    """float32 16 kHz mono [T] -> float32 [F] functionals (eGeMAPS v02 [88] by default)."""
+    return default_extractor(feature_set)(wave)
 
 
 def egemaps_batch(waves: Sequence[np.ndarray], progress: bool = False) -> np.ndarray:
     """list of float32 16 kHz mono [T_i] -> float32 [N, 88]."""
     return default_extractor().batch(waves, progress=progress)
+
+
+def functionals_batch(waves: Sequence[np.ndarray], feature_set: str, progress: bool = False) -> np.ndarray:
+    """list of float32 16 kHz mono [T_i] -> float32 [N, F] for `feature_set`."""
+    return default_extractor(feature_set).batch(waves, progress=progress)
 
 
 def read_mono_16k(path: str | Path) -> np.ndarray:
@@ -112,18 +138,18 @@ def read_mono_16k(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def cache_key(path: str | Path) -> str:
+def cache_key(path: str | Path, feature_set: str = FEATURE_SET) -> str:
     """sha1 of absolute path + mtime_ns + size + feature set: changes when the file does."""
     resolved = Path(path).resolve()
     stat = resolved.stat()
-    text = f"{resolved}|{stat.st_mtime_ns}|{stat.st_size}|{FEATURE_SET}"
+    text = f"{resolved}|{stat.st_mtime_ns}|{stat.st_size}|{feature_set}"
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 def cached_egemaps(paths: Sequence[str | Path], cache_dir: str | Path,
                    load_wave: Callable[[Path], np.ndarray] = read_mono_16k,
-                   progress: bool = True) -> np.ndarray:
-    """eGeMAPS for audio files -> float32 [N, 88], computing only files not cached yet.
+                   progress: bool = True, feature_set: str = FEATURE_SET) -> np.ndarray:
+    """Functionals (eGeMAPS by default) for audio files -> float32 [N, F], computing only files not cached yet.
 
     Each file's vector is stored as `<cache_dir>/<cache_key>.npy`; a changed
     file (new mtime or size) gets a new key. `load_wave` must return float32
@@ -131,26 +157,27 @@ def cached_egemaps(paths: Sequence[str | Path], cache_dir: str | Path,
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
+    dim = feature_dim(feature_set)
     rows = []
-    for path in tqdm(paths, desc="eGeMAPS (cached)", unit="clip", disable=not progress):
-        entry = cache / f"{cache_key(path)}.npy"
-        row = _read_entry(entry)
+    for path in tqdm(paths, desc=f"{feature_set} (cached)", unit="clip", disable=not progress):
+        entry = cache / f"{cache_key(path, feature_set)}.npy"
+        row = _read_entry(entry, dim)
         if row is None:
-            row = egemaps(load_wave(Path(path)))
+            row = egemaps(load_wave(Path(path)), feature_set)
             tmp = entry.with_name(entry.stem + ".tmp.npy")
             np.save(tmp, row)
             tmp.replace(entry)
         rows.append(row)
-    return np.stack(rows) if rows else np.zeros((0, EGEMAPS_DIM), dtype=np.float32)
+    return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
 
 
-def _read_entry(entry: Path) -> np.ndarray | None:
+def _read_entry(entry: Path, dim: int) -> np.ndarray | None:
     if not entry.is_file():
         return None
     try:
         row = np.load(entry)
     except (OSError, ValueError, EOFError):
         return None
-    if row.shape != (EGEMAPS_DIM,) or not np.isfinite(row).all():
+    if row.shape != (dim,) or not np.isfinite(row).all():
         return None
     return row.astype(np.float32, copy=False)

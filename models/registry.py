@@ -28,7 +28,7 @@ class ModelSpec:
 
     factory: "package.module:callable" imported on first use.
     family: "logmel" (log-mel front end), "ssl" (pretrained backbone on raw
-        audio), "classical" (scikit-learn on eGeMAPS functionals).
+        audio), "classical" (scikit-learn on openSMILE functionals).
     defaults: constructor keyword arguments that define this entry (e.g. the
         Conformer V3.2 kernel size); caller arguments override them.
     summary: one line for --help and reports.
@@ -100,6 +100,9 @@ for _spec in (
               "log-mel Conformer branch fused with an eGeMAPS functionals branch"),
     ModelSpec("egemaps-svm", "models.svm:build", "classical",
               "eGeMAPS (88 functionals) + RBF SVM reference baseline"),
+    ModelSpec("compare-logreg", "models.svm:build", "classical",
+              "ComParE 2016 (6373 functionals) + L2 logistic regression",
+              {"feature_set": "ComParE_2016", "classifier": "logreg", "C": 1e-3}),
     ModelSpec("wavlm-ultimate", "models.arch.ssl_heads:build_wavlm_ultimate", "ssl",
               "WavLM layer-weighted sum + BiLSTM + attention pooling, focal loss"),
     ModelSpec("wav2vec2-bilstm", "models.arch.ssl_heads:build_wav2vec2_bilstm", "ssl",

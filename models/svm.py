@@ -1,14 +1,19 @@
-"""eGeMAPS + RBF SVM reference baseline (registry: egemaps-svm) and its Classifier wrapper.
+"""Classical models on openSMILE functionals and their Classifier wrapper.
 
-Not an nn.Module. Interface used by the trainer:
+Registry entries built here:
+    egemaps-svm      eGeMAPS v02 (88) + RBF SVM, Platt-calibrated: the reference row of every report
+    compare-logreg   ComParE 2016 (6373) + L2 logistic regression (C 1e-3): many weak
+                     descriptors, one strongly regularised linear layer
+
+Not an nn.Module. Interface used by the trainer (F = the feature set's dimension):
 
     svm = build_model("egemaps-svm", C=10.0)       # args: EgemapsSVMConfig fields
-    svm.fit(X, y)                                   # X float [N, 88] eGeMAPS functionals, y int [N] in 0..5
+    svm.fit(X, y)                                   # X float [N, F] functionals, y int [N] in 0..5
     svm.predict_proba(X)                            # -> float32 [N, 6] in EMOTIONS order
     svm.model_args()                                # JSON args; build_model("egemaps-svm", **args) rebuilds it
     save_bundle(out_dir, svm, "egemaps-svm", meta)  # kind "sklearn", pickled with joblib
 
-At inference `SklearnClassifier` computes the eGeMAPS functionals of each clip.
+At inference `SklearnClassifier` computes the model's functionals of each clip.
 """
 from __future__ import annotations
 
@@ -18,20 +23,26 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.classifier import Classifier
-from models.egemaps import EGEMAPS_DIM, FEATURE_SET
+from models.egemaps import FEATURE_SET, feature_dim, functionals_batch
 from models.labels import EMOTIONS, NUM_CLASSES
 
 
 @dataclass(frozen=True)
 class EgemapsSVMConfig:
-    """SVC hyper-parameters: C (inverse regularisation), gamma ("scale", "auto" or a float)."""
+    """classifier: "rbf-svm" or "logreg"; C (inverse regularisation, both); gamma (SVM only:
+    "scale", "auto" or a float); feature_set: the openSMILE functionals it reads."""
 
     C: float = 10.0
     gamma: Any = "scale"
     class_weight: str | None = "balanced"
     random_state: int = 0
+    feature_set: str = FEATURE_SET
+    classifier: str = "rbf-svm"
 
     def __post_init__(self) -> None:
+        feature_dim(self.feature_set)
+        if self.classifier not in ("rbf-svm", "logreg"):
+            raise ValueError(f"classifier must be 'rbf-svm' or 'logreg', got {self.classifier!r}")
         if self.C <= 0:
             raise ValueError(f"C must be > 0, got {self.C}")
         if not (self.gamma in ("scale", "auto") or (isinstance(self.gamma, (int, float)) and self.gamma > 0)):
@@ -41,7 +52,9 @@ class EgemapsSVMConfig:
 
 
 class EgemapsSVM:
-    """StandardScaler + RBF SVC (class_weight balanced) with Platt-scaled probabilities on 88 eGeMAPS functionals."""
+    """StandardScaler + RBF SVC with Platt-scaled probabilities, or + logistic regression, on functionals.
+
+    (The class keeps its first name, from when eGeMAPS + SVM was its only configuration.)"""
 
     needs_egemaps = True
 
@@ -50,26 +63,34 @@ class EgemapsSVM:
         self.pipeline: Any = None
         self.classes_ = np.arange(NUM_CLASSES)
 
+    @property
+    def functionals_set(self) -> str:
+        return self.config.feature_set
+
     def _make_pipeline(self, folds: int) -> Any:
-        """StandardScaler -> Platt-calibrated RBF SVC.
+        """StandardScaler -> Platt-calibrated RBF SVC, or StandardScaler -> LogisticRegression.
 
         scikit-learn 1.9 deprecates SVC(probability=True); CalibratedClassifierCV
         with method="sigmoid", ensemble=False is the same internal-CV Platt scaling.
         """
         from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC
 
         cfg = self.config
+        if cfg.classifier == "logreg":
+            return make_pipeline(StandardScaler(), LogisticRegression(
+                C=cfg.C, class_weight=cfg.class_weight, max_iter=5000, random_state=cfg.random_state))
         svc = SVC(kernel="rbf", C=cfg.C, gamma=cfg.gamma, class_weight=cfg.class_weight,
                   random_state=cfg.random_state)
         return make_pipeline(StandardScaler(),
                              CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False))
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "EgemapsSVM":
-        """X: float [N, 88]; y: int [N] class indices into EMOTIONS."""
-        X = _check_features(X)
+        """X: float [N, F]; y: int [N] class indices into EMOTIONS."""
+        X = self._check_features(X)
         y = np.asarray(y).astype(int).reshape(-1)
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} labels")
@@ -86,30 +107,31 @@ class EgemapsSVM:
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """X: float [N, 88] -> float32 [N, 6] in EMOTIONS order (classes absent in training get 0)."""
+        """X: float [N, F] -> float32 [N, 6] in EMOTIONS order (classes absent in training get 0)."""
         if self.pipeline is None:
             raise RuntimeError("EgemapsSVM.predict_proba called before fit")
         seen = self.pipeline.classes_
         probs = np.zeros((len(X), NUM_CLASSES), dtype=np.float32)
-        probs[:, seen] = self.pipeline.predict_proba(_check_features(X))
+        probs[:, seen] = self.pipeline.predict_proba(self._check_features(X))
         return probs
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """X: float [N, 88] -> int [N] class indices."""
+        """X: float [N, F] -> int [N] class indices."""
         return self.predict_proba(X).argmax(axis=1)
 
     def model_args(self) -> dict[str, Any]:
         return asdict(self.config)
 
     def feature_config(self) -> dict[str, Any]:
-        return {"type": "egemaps", "feature_set": FEATURE_SET, "functionals": EGEMAPS_DIM}
+        return {"type": "egemaps", "feature_set": self.functionals_set,
+                "functionals": feature_dim(self.functionals_set)}
 
-
-def _check_features(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != EGEMAPS_DIM:
-        raise ValueError(f"expected eGeMAPS features of shape [N, {EGEMAPS_DIM}], got {X.shape}")
-    return X
+    def _check_features(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        dim = feature_dim(self.functionals_set)
+        if X.ndim != 2 or X.shape[1] != dim:
+            raise ValueError(f"expected {self.functionals_set} features of shape [N, {dim}], got {X.shape}")
+        return X
 
 
 def build(**args: Any) -> EgemapsSVM:
@@ -122,7 +144,7 @@ def build(**args: Any) -> EgemapsSVM:
 
 
 class SklearnClassifier(Classifier):
-    """A fitted scikit-learn style model on eGeMAPS functionals as a Classifier (CPU only)."""
+    """A fitted scikit-learn style model on openSMILE functionals as a Classifier (CPU only)."""
 
     def __init__(self, model: Any, name: str, checkpoint_hash: str = "") -> None:
         self.model = model
@@ -137,11 +159,10 @@ class SklearnClassifier(Classifier):
 
     def predict(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """list of float32 16 kHz mono arrays -> float32 [B, 6]."""
-        from models.egemaps import egemaps_batch
-
         if len(waveforms) == 0:
             return np.zeros((0, NUM_CLASSES), dtype=np.float32)
-        raw = np.asarray(self.model.predict_proba(egemaps_batch(waveforms)), dtype=np.float32)
+        feature_set = getattr(self.model, "functionals_set", FEATURE_SET)
+        raw = np.asarray(self.model.predict_proba(functionals_batch(waveforms, feature_set)), dtype=np.float32)
         if raw.shape[1] == NUM_CLASSES:
             return raw
         probs = np.zeros((raw.shape[0], NUM_CLASSES), dtype=np.float32)

@@ -33,6 +33,7 @@ class TorchClassifier(Classifier):
         self._checkpoint_hash = checkpoint_hash
         self._pin = self.device.startswith("cuda")
         self._needs_egemaps = bool(getattr(model, "needs_egemaps", False))
+        self._functionals_set = getattr(model, "functionals_set", None)
 
     @property
     def checkpoint_hash(self) -> str:
@@ -46,9 +47,9 @@ class TorchClassifier(Classifier):
         wave, lengths = pad_batch(arrays, device=self.device, pin_memory=self._pin)
         egemaps = None
         if self._needs_egemaps:
-            from models.egemaps import egemaps_batch
+            from models.egemaps import functionals_batch
 
-            functionals = torch.from_numpy(egemaps_batch(arrays))
+            functionals = torch.from_numpy(functionals_batch(arrays, self._functionals_set))
             if self._pin:
                 functionals = functionals.pin_memory()
             egemaps = functionals.to(self.device, non_blocking=self._pin)

@@ -35,7 +35,7 @@ def _class_clips(per_class: int = 1, seconds: float = 0.8, seed: int = 0):
 def test_registry_lists_the_logmel_family():
     assert {"cnn", "transformer", "conformer-v1", "conformer-v3.1", "conformer-v3.2",
             "doublestream-v4"} <= set(LOGMEL)
-    assert available("classical") == ["egemaps-svm"]
+    assert available("classical") == ["compare-logreg", "egemaps-svm"]
 
 
 def test_unknown_registry_name_lists_choices():

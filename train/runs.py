@@ -62,8 +62,9 @@ def _say(msg: str) -> None:
         print(msg, flush=True)
 
 
-def load_run_data(spec: RunSpec, with_egemaps: bool) -> LoadedData:
-    """Load, screen and decode every clip (16 kHz float32), plus eGeMAPS functionals when asked."""
+def load_run_data(spec: RunSpec, functionals: str | None) -> LoadedData:
+    """Load, screen and decode every clip (16 kHz float32), plus the openSMILE functionals of
+    set `functionals` ("eGeMAPSv02", "ComParE_2016") when it is not None."""
     from tqdm import tqdm
 
     result = load_datasets(spec.datasets, spec.data_dirs, spec.manifest)
@@ -77,32 +78,33 @@ def load_run_data(spec: RunSpec, with_egemaps: bool) -> LoadedData:
                                                disable=not dist_info().is_main)]
     labels = np.array([EMOTIONS.index(c.label) for c in result.clips], dtype=np.int64)
     egemaps = None
-    if with_egemaps:
-        from models.egemaps import cached_egemaps, egemaps_batch
+    if functionals is not None:
+        from models.egemaps import cached_egemaps, functionals_batch
 
         if spec.cache_dir is not None:
             dist = dist_info()
             if not dist.is_main:
                 barrier()  # rank 0 fills the shared cache first; the others then only read it
             egemaps = cached_egemaps([c.path for c in result.clips], Path(spec.cache_dir) / "egemaps",
-                                     load_wave=cache.load, progress=dist.is_main)
+                                     load_wave=cache.load, progress=dist.is_main, feature_set=functionals)
             if dist.is_main:
                 barrier()
         else:
-            egemaps = egemaps_batch(waves, progress=dist_info().is_main)
+            egemaps = functionals_batch(waves, functionals, progress=dist_info().is_main)
         egemaps = np.asarray(egemaps, dtype=np.float32)
     return LoadedData(result.clips, ClipData(waves, labels, egemaps), result)
 
 
-def _needs_egemaps(spec: RunSpec) -> bool:
-    """True for the SVM and for log-mel models that declare needs_egemaps (built once to ask;
-    pretrained-backbone models never need them, and building one would load the backbone)."""
+def _functionals_set(spec: RunSpec) -> str | None:
+    """The openSMILE set the model reads (classical models and log-mel models that declare
+    needs_egemaps; built once to ask), else None. Pretrained-backbone models never need
+    functionals, and building one would load the backbone."""
     from models.registry import build_model, get_spec
 
-    family = get_spec(spec.model).family
-    if family != "logmel":
-        return family == "classical"
-    return bool(getattr(build_model(spec.model, **spec.model_args), "needs_egemaps", False))
+    if get_spec(spec.model).family not in ("logmel", "classical"):
+        return None
+    model = build_model(spec.model, **spec.model_args)
+    return model.functionals_set if getattr(model, "needs_egemaps", False) else None
 
 
 def _training_meta(spec: RunSpec, extra: dict | None = None) -> dict:
@@ -162,7 +164,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
     """Speaker-grouped K-fold CV; writes fold{k}/ bundles, ensemble.json, cv_metrics.json and reports."""
     started = time.monotonic()
     dist = dist_info()
-    loaded = load_run_data(spec, _needs_egemaps(spec))
+    loaded = load_run_data(spec, _functionals_set(spec))
     clips, data = loaded.clips, loaded.data
     folds = make_folds(clips, spec.folds, spec.train.seed)
     if any(not 0 <= i < len(folds) for i in spec.only_folds):
@@ -243,7 +245,7 @@ def run_fit(spec: RunSpec) -> RunOutcome:
     val-fraction 0); write one bundle. metrics.json's eval is None when there was no validation split."""
     started = time.monotonic()
     dist = dist_info()
-    loaded = load_run_data(spec, _needs_egemaps(spec))
+    loaded = load_run_data(spec, _functionals_set(spec))
     clips, data = loaded.clips, loaded.data
     out = Path(spec.out_dir)
     fit_idx, val_idx = validation_split(clips, list(range(len(clips))), spec.train.seed, spec.val_fraction)
@@ -275,7 +277,7 @@ def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalR
     from models.registry import load_classifier
 
     classifier = load_classifier(str(bundle_dir), device=None if spec.train.device == "auto" else spec.train.device)
-    loaded = load_run_data(spec, with_egemaps=False)
+    loaded = load_run_data(spec, functionals=None)
     probs = []
     for start in tqdm(range(0, len(loaded.data.waves), batch_size), desc="evaluating", unit="batch"):
         probs.append(classifier.predict(loaded.data.waves[start:start + batch_size]))

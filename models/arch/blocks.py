@@ -140,6 +140,7 @@ class LogMelModel(nn.Module):
     fit_normalisation / model_args / set_spec_augment parts of the model contract."""
 
     needs_egemaps: bool = False
+    functionals_set: str | None = None  # openSMILE set read when needs_egemaps
 
     def __init__(self, config: Any) -> None:
         super().__init__()

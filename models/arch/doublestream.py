@@ -1,7 +1,8 @@
-"""DoubleStream V4 (registry: doublestream-v4): log-mel Conformer branch + eGeMAPS functionals branch.
+"""DoubleStream V4 (registry: doublestream-v4): log-mel Conformer branch + openSMILE functionals branch.
 
 wave [B, T], lengths [B] -> ConformerEncoder -> a [B, A] (A = d_model, or 2 * d_model for stats pooling)
-egemaps [B, 88] -> standardise (fitted buffers) -> MLP -> e [B, egemaps_hidden]
+egemaps [B, F] -> standardise (fitted buffers) -> MLP -> e [B, egemaps_hidden]
+    F = 88 for `functionals="eGeMAPSv02"` (the design's V4), 6373 for "ComParE_2016"
 fusion "concat": [a; e] -> MLP -> logits [B, 6]
 fusion "gated":  e' = W e [B, A]; g = sigmoid(W_g [a; e']); g * a + (1 - g) * e' -> MLP -> logits [B, 6]
 
@@ -20,14 +21,14 @@ from torch import nn
 
 from models.arch.blocks import LogMelModel, build_config
 from models.arch.conformer import ConformerConfig, ConformerEncoder
-from models.egemaps import EGEMAPS_DIM, FEATURE_SET
+from models.egemaps import FEATURE_SET, feature_dim
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
 class DoubleStreamConfig:
-    """Conformer branch fields (as ConformerConfig) plus the eGeMAPS branch and fusion."""
+    """Conformer branch fields (as ConformerConfig) plus the functionals branch (openSMILE set) and fusion."""
 
     n_mels: int = 64
     d_model: int = 112
@@ -47,8 +48,10 @@ class DoubleStreamConfig:
     egemaps_hidden: int = 64
     egemaps_dropout: float = 0.2
     fusion: str = "concat"
+    functionals: str = FEATURE_SET
 
     def __post_init__(self) -> None:
+        feature_dim(self.functionals)
         if self.egemaps_hidden < 1:
             raise ValueError(f"egemaps_hidden must be >= 1, got {self.egemaps_hidden}")
         if not 0.0 <= self.egemaps_dropout < 1.0:
@@ -63,7 +66,7 @@ class DoubleStreamConfig:
 
 
 class DoubleStreamClassifier(LogMelModel):
-    """wave [B, T], lengths [B], egemaps [B, 88] (required) -> logits [B, 6]."""
+    """wave [B, T], lengths [B], egemaps [B, F] functionals (required) -> logits [B, 6]."""
 
     needs_egemaps = True
 
@@ -71,11 +74,12 @@ class DoubleStreamClassifier(LogMelModel):
         super().__init__(config or DoubleStreamConfig())
         cfg = self.config
         self.encoder = ConformerEncoder(cfg.conformer_config())
-        self.register_buffer("egemaps_mean", torch.zeros(EGEMAPS_DIM))
-        self.register_buffer("egemaps_std", torch.ones(EGEMAPS_DIM))
+        self.functionals_dim = feature_dim(cfg.functionals)
+        self.register_buffer("egemaps_mean", torch.zeros(self.functionals_dim))
+        self.register_buffer("egemaps_std", torch.ones(self.functionals_dim))
         hidden = cfg.egemaps_hidden
         self.egemaps_branch = nn.Sequential(
-            nn.Linear(EGEMAPS_DIM, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(cfg.egemaps_dropout),
+            nn.Linear(self.functionals_dim, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(cfg.egemaps_dropout),
             nn.Linear(hidden, hidden), nn.SiLU())
         audio_dim = self.encoder.out_dim
         if cfg.fusion == "gated":
@@ -93,16 +97,22 @@ class DoubleStreamClassifier(LogMelModel):
     def frontend(self) -> LogMelFrontend:
         return self.encoder.frontend
 
+    @property
+    def functionals_set(self) -> str:
+        """The openSMILE feature set the functionals branch reads."""
+        return self.config.functionals
+
     def feature_config(self) -> dict[str, Any]:
         return {**self.frontend.config_dict(), "type": "logmel+egemaps",
-                "egemaps": {"feature_set": FEATURE_SET, "functionals": EGEMAPS_DIM}}
+                "egemaps": {"feature_set": self.config.functionals, "functionals": self.functionals_dim}}
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor,
                 egemaps: torch.Tensor | None = None) -> torch.Tensor:
         if egemaps is None:
-            raise ValueError("doublestream-v4 needs eGeMAPS functionals: pass egemaps [B, 88]")
-        if egemaps.shape != (wave.shape[0], EGEMAPS_DIM):
-            raise ValueError(f"egemaps must be [{wave.shape[0]}, {EGEMAPS_DIM}], got {tuple(egemaps.shape)}")
+            raise ValueError(f"doublestream-v4 needs {self.config.functionals} functionals: "
+                             f"pass egemaps [B, {self.functionals_dim}]")
+        if egemaps.shape != (wave.shape[0], self.functionals_dim):
+            raise ValueError(f"egemaps must be [{wave.shape[0]}, {self.functionals_dim}], got {tuple(egemaps.shape)}")
         audio = self.encoder(wave, lengths)  # [B, A]
         prosody = self.egemaps_branch((egemaps.float() - self.egemaps_mean) / self.egemaps_std)
         if self.gate is None:
@@ -112,12 +122,13 @@ class DoubleStreamClassifier(LogMelModel):
         return self.head(gate * audio + (1.0 - gate) * projected)
 
     def fit_normalisation(self, waves: Sequence[np.ndarray], egemaps: np.ndarray | None = None) -> None:
-        """Fit log-mel stats on `waves` and eGeMAPS mean/std on `egemaps` [N, 88] (required)."""
+        """Fit log-mel stats on `waves` and functionals mean/std on `egemaps` [N, F] (required)."""
         if egemaps is None:
-            raise ValueError("doublestream-v4 needs the training eGeMAPS functionals to fit its normalisation")
+            raise ValueError(f"doublestream-v4 needs the training {self.config.functionals} functionals "
+                             "to fit its normalisation")
         values = np.asarray(egemaps, dtype=np.float64)
-        if values.ndim != 2 or values.shape[1] != EGEMAPS_DIM or values.shape[0] == 0:
-            raise ValueError(f"egemaps must be [N, {EGEMAPS_DIM}] with N >= 1, got {values.shape}")
+        if values.ndim != 2 or values.shape[1] != self.functionals_dim or values.shape[0] == 0:
+            raise ValueError(f"egemaps must be [N, {self.functionals_dim}] with N >= 1, got {values.shape}")
         super().fit_normalisation(waves, None)
         std = values.std(axis=0)
         std[std < 1e-6] = 1.0  # constant features: leave them centred but unscaled
