@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.augment import (AugmentConfig, WaveAugmenter, add_noise, apply_gain, speed_perturb, time_shift)
+from train.augment import AugmentConfig, WaveAugmenter, apply_gain, speed_perturb, time_shift
+from train.room import add_noise_at_snr as add_noise
 
 
 def _tone(seconds: float = 1.0) -> np.ndarray:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from train.room import NOISE_COLOURS, add_noise_at_snr, add_reverb, band_limit
+
 SAMPLE_RATE_HZ = 16_000
 
 
@@ -34,12 +36,28 @@ class AugmentConfig:
     speed_prob: float = 0.3
     min_speed_factor: float = 0.9
     max_speed_factor: float = 1.1
+    noise_colours: tuple[str, ...] = ("white",)
+    # Room and microphone (train.room); off in the seed's recipes, on in AugmentConfig.microphone().
+    reverb_prob: float = 0.0
+    min_rt60_s: float = 0.2
+    max_rt60_s: float = 0.8
+    band_limit_prob: float = 0.0
+    min_low_cut_hz: float = 50.0
+    max_low_cut_hz: float = 400.0
+    min_high_cut_hz: float = 3_000.0
+    max_high_cut_hz: float = 7_500.0
 
     def __post_init__(self) -> None:
-        for name in ("gain_prob", "noise_prob", "shift_prob", "speed_prob"):
+        for name in ("gain_prob", "noise_prob", "shift_prob", "speed_prob", "reverb_prob", "band_limit_prob"):
             _check_prob(name, getattr(self, name))
         if self.min_gain_db > self.max_gain_db or self.min_snr_db > self.max_snr_db:
             raise ValueError("min_gain_db/min_snr_db must not exceed their max")
+        if not self.noise_colours or any(c not in NOISE_COLOURS for c in self.noise_colours):
+            raise ValueError(f"noise_colours must be a non-empty subset of {NOISE_COLOURS}, got {self.noise_colours}")
+        if not 0.05 <= self.min_rt60_s <= self.max_rt60_s <= 3.0:
+            raise ValueError("need 0.05 <= min_rt60_s <= max_rt60_s <= 3.0 seconds")
+        if not 0 < self.min_low_cut_hz <= self.max_low_cut_hz < self.min_high_cut_hz <= self.max_high_cut_hz < 8_000:
+            raise ValueError("band limits must satisfy 0 < low cuts < high cuts < 8000 Hz")
         if self.max_shift_ms < 0:
             raise ValueError(f"max_shift_ms must be >= 0, got {self.max_shift_ms}")
         if not 0 < self.min_speed_factor <= self.max_speed_factor:
@@ -49,20 +67,17 @@ class AugmentConfig:
     def off(cls) -> "AugmentConfig":
         return cls(gain_prob=0.0, noise_prob=0.0, shift_prob=0.0, speed_prob=0.0)
 
+    @classmethod
+    def microphone(cls) -> "AugmentConfig":
+        """Live capture in an ordinary room: gain +-12 dB, white/pink/brown noise at 5-30 dB SNR,
+        reverb RT60 0.2-0.8 s and band limiting, on top of the seed's shift and speed perturbation."""
+        return cls(gain_prob=0.8, min_gain_db=-12.0, max_gain_db=12.0, noise_prob=0.6, min_snr_db=5.0,
+                   max_snr_db=30.0, noise_colours=NOISE_COLOURS, reverb_prob=0.5, band_limit_prob=0.3)
+
 
 def apply_gain(wave: np.ndarray, gain_db: float) -> np.ndarray:
     """Scale by gain_db decibels and clip to [-1, 1]."""
     return np.clip(wave * np.float32(10.0 ** (gain_db / 20.0)), -1.0, 1.0).astype(np.float32)
-
-
-def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """Add white Gaussian noise at `snr_db` relative to the clip's power."""
-    power = float(np.mean(np.square(wave, dtype=np.float64)))
-    if power <= 0.0:
-        return wave.copy()
-    noise_power = power / (10.0 ** (snr_db / 10.0))
-    noise = rng.standard_normal(wave.shape[0]) * np.sqrt(noise_power)
-    return (wave + noise).astype(np.float32)
 
 
 def time_shift(wave: np.ndarray, shift_samples: int) -> np.ndarray:
@@ -96,10 +111,18 @@ class WaveAugmenter:
         if rng.random() < cfg.shift_prob:
             max_shift = int(cfg.max_shift_ms * SAMPLE_RATE_HZ / 1000)
             out = time_shift(out, int(rng.integers(-max_shift, max_shift + 1)))
+        # Room before microphone before noise: reverb, then the mic's band, then gain and noise.
+        if cfg.reverb_prob and rng.random() < cfg.reverb_prob:
+            out = add_reverb(out, float(rng.uniform(cfg.min_rt60_s, cfg.max_rt60_s)), rng)
+        if cfg.band_limit_prob and rng.random() < cfg.band_limit_prob:
+            out = band_limit(out, float(rng.uniform(cfg.min_low_cut_hz, cfg.max_low_cut_hz)),
+                             float(rng.uniform(cfg.min_high_cut_hz, cfg.max_high_cut_hz)))
         if rng.random() < cfg.gain_prob:
             out = apply_gain(out, float(rng.uniform(cfg.min_gain_db, cfg.max_gain_db)))
         if rng.random() < cfg.noise_prob:
-            out = add_noise(out, float(rng.uniform(cfg.min_snr_db, cfg.max_snr_db)), rng)
+            colour = cfg.noise_colours[int(rng.integers(len(cfg.noise_colours)))] if len(cfg.noise_colours) > 1 \
+                else cfg.noise_colours[0]
+            out = add_noise_at_snr(out, float(rng.uniform(cfg.min_snr_db, cfg.max_snr_db)), rng, colour)
         return out
 
 

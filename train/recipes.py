@@ -5,7 +5,7 @@ Architecture settings (dropout, kernel size...) live in the registry entry's def
 """
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 from train.augment import AugmentConfig
@@ -38,8 +38,21 @@ def recipe_for(model_name: str) -> dict[str, Any]:
     return dict(RECIPES.get(model_name, {}))
 
 
-def build_train_config(model_name: str, overrides: dict[str, Any], augment: bool = True) -> TrainConfig:
-    """Recipe of `model_name`, then `overrides` (only keys whose value is not None).
+AUGMENT_PRESETS = ("seed", "microphone", "off")
+
+
+def augment_preset(name: str) -> AugmentConfig:
+    """seed: the research recipe's gain/noise/shift/speed; microphone: plus room reverb, band limiting,
+    +-12 dB gain and 5-30 dB coloured noise (train.room); off: none."""
+    presets = {"seed": AugmentConfig, "microphone": AugmentConfig.microphone, "off": AugmentConfig.off}
+    if name not in presets:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_PRESETS)}")
+    return presets[name]()
+
+
+def build_train_config(model_name: str, overrides: dict[str, Any], augment: str = "seed") -> TrainConfig:
+    """Recipe of `model_name`, then `overrides` (only keys whose value is not None), with the
+    waveform augmentation preset `augment` (AUGMENT_PRESETS).
 
     Keys are TrainConfig field names plus loss / focal_gamma / label_smoothing.
     """
@@ -49,5 +62,4 @@ def build_train_config(model_name: str, overrides: dict[str, Any], augment: bool
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(unknown)}")
-    cfg = TrainConfig(**settings, loss=LossConfig(**loss_kwargs))
-    return cfg if augment else replace(cfg, augment=AugmentConfig.off())
+    return TrainConfig(**settings, loss=LossConfig(**loss_kwargs), augment=augment_preset(augment))
