@@ -54,7 +54,12 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--focal-gamma", type=float, metavar="G", help="focal loss exponent (0 = cross-entropy)")
     t.add_argument("--label-smoothing", type=float, metavar="EPS", help="label smoothing, 0..1 (e.g. 0.05)")
     t.add_argument("--mixup-alpha", type=float, metavar="A", help="Mixup Beta(A, A) parameter; 0 = off")
-    t.add_argument("--no-augment", action="store_true", help="switch waveform augmentation off")
+    t.add_argument("--augment", choices=("seed", "microphone", "off"), default="seed",
+                   help="waveform augmentation: seed = the research recipe (gain +-6 dB, white noise 10-30 dB SNR, "
+                        "shift, speed); microphone = live-capture robustness (gain +-12 dB, white/pink/brown noise "
+                        "5-30 dB SNR, room reverb RT60 0.2-0.8 s, band limiting); off (default seed)")
+    t.add_argument("--no-augment", dest="augment", action="store_const", const="off",
+                   help="same as --augment off")
     t.add_argument("--no-spec-augment", action="store_true", help="switch SpecAugment off (log-mel models)")
     t.add_argument("--epochs", type=int, metavar="N", help="maximum training epochs")
     t.add_argument("--batch-size", type=int, metavar="N", help="clips per batch (per process)")
@@ -133,7 +138,7 @@ def spec_from_args(ns: argparse.Namespace):
         "focal_gamma": ns.focal_gamma, "label_smoothing": ns.label_smoothing,
         "spec_augment": False if ns.no_spec_augment else None,
     }
-    cfg = build_train_config(ns.model, overrides, augment=not ns.no_augment)
+    cfg = build_train_config(ns.model, overrides, augment=ns.augment)
     if not 0 <= ns.val_fraction < 1:
         raise ValueError(f"--val-fraction must be at least 0 and below 1, got {ns.val_fraction}")
     names = parse_dataset_names(ns.dataset)
