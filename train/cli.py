@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(ev)
     ev.add_argument("--out", type=Path, required=True, metavar="DIR", help="where metrics.json/confusion.png go")
     ev.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
+    rob = sub.add_parser("robustness", help="score a finished cv run's fold bundles on clean and corrupted "
+                                            "test audio (noise + room reverb); writes RUN_DIR/robustness.json")
+    rob.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished `python -m train cv` run folder")
+    _data_options(rob)
+    rob.add_argument("--snr-db", type=float, default=10.0, metavar="DB",
+                     help="signal-to-noise ratio of the added noise, in dB (default 10)")
+    rob.add_argument("--rt60-s", type=float, default=0.5, metavar="S",
+                     help="reverberation time of the simulated room, in seconds (default 0.5)")
+    rob.add_argument("--noise", choices=("white", "pink", "brown"), default="pink",
+                     help="noise colour (default pink, close to room and fan noise)")
+    rob.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
     rep = sub.add_parser("report", help="markdown table comparing run folders (egemaps-svm row = reference)")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="cv or fit run folders")
     rep.add_argument("--out", type=Path, metavar="FILE", help="also write the table to this markdown file")
@@ -179,6 +190,17 @@ def main(argv: list[str] | None = None) -> int:
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.out,
                            TrainConfig(device=ns.device), manifest=ns.manifest)
             run_evaluate(ns.bundle, spec, ns.batch_size)
+            return 0
+        if ns.command == "robustness":
+            from train.loop import TrainConfig
+            from train.robustness import run_robustness
+            from train.room import CorruptionConfig
+            from train.runs import RunSpec
+
+            corruption = CorruptionConfig(snr_db=ns.snr_db, rt60_s=ns.rt60_s, noise_colour=ns.noise)
+            spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.run,
+                           TrainConfig(device=ns.device), manifest=ns.manifest)
+            run_robustness(ns.run, spec, corruption, ns.batch_size)
             return 0
         from train.runs import run_cv, run_fit
 
