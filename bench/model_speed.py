@@ -53,7 +53,7 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
     "forward_mean_ms", "forward_p95_ms", "forward_cpu_ms", "predict_mean_ms", "predict_p95_ms"}]}."""
     import torch
 
-    from models.egemaps import egemaps, feature_dim
+    from models.functionals import feature_dim, functionals
     from models.features import pad_batch
     from models.registry import available, build_model
     from models.svm import SklearnClassifier
@@ -67,7 +67,7 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
         params = sum(p.numel() for p in model.parameters())
         weights_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
         wave, lengths = pad_batch([clip])
-        feats = torch.from_numpy(egemaps(clip, model.functionals_set))[None] if model.needs_egemaps else None
+        feats = torch.from_numpy(functionals(clip, model.functionals_set))[None] if model.needs_egemaps else None
 
         def forward() -> None:
             with torch.inference_mode():

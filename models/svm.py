@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.classifier import Classifier
-from models.egemaps import FEATURE_SET, feature_dim, functionals_batch
+from models.functionals import FEATURE_SET, feature_dim, functionals_batch
 from models.labels import EMOTIONS, NUM_CLASSES
 
 

@@ -47,7 +47,7 @@ class TorchClassifier(Classifier):
         wave, lengths = pad_batch(arrays, device=self.device, pin_memory=self._pin)
         egemaps = None
         if self._needs_egemaps:
-            from models.egemaps import functionals_batch
+            from models.functionals import functionals_batch
 
             functionals = torch.from_numpy(functionals_batch(arrays, self._functionals_set))
             if self._pin:

@@ -12,7 +12,7 @@ import torch
 
 from models.bundle import (BundleError, file_hash, git_commit, load_bundle, load_bundle_classifier,
                            save_bundle)
-from models.egemaps import EGEMAPS_DIM, egemaps_batch
+from models.functionals import EGEMAPS_DIM, egemaps_batch
 from models.features import pad_batch
 from models.labels import EMOTIONS, NUM_CLASSES
 from models.registry import UnknownModelError, build_model, load_classifier

@@ -9,7 +9,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from models.egemaps import EGEMAPS_DIM, cache_key, cached_egemaps, egemaps, egemaps_batch, read_mono_16k
+from models.functionals import EGEMAPS_DIM, cache_key, cached_functionals, egemaps_batch, functionals, read_mono_16k
 from models.features import LogMelConfig, LogMelFrontend, SpecAugmentConfig, pad_batch
 
 
@@ -103,7 +103,7 @@ def test_spec_augment_only_in_training_and_switchable():
 
 
 def test_egemaps_on_real_emodb_clip(emodb_dir):
-    values = egemaps(_emodb_wave(emodb_dir))
+    values = functionals(_emodb_wave(emodb_dir))
     assert values.shape == (EGEMAPS_DIM,) and values.dtype == np.float32
     assert np.isfinite(values).all()
     assert np.abs(values).sum() > 0
@@ -117,7 +117,7 @@ def test_egemaps_handles_very_short_and_empty_clips():
     assert np.isfinite(batch).all()
 
 
-def test_cached_egemaps_reuses_and_invalidates(tmp_path, emodb_dir):
+def test_cached_functionals_reuses_and_invalidates(tmp_path, emodb_dir):
     clip = tmp_path / "clip.wav"
     sf.write(clip, sf.read(emodb_dir / "wav" / "03a01Wa.wav", dtype="float32")[0], 22_050)
     cache = tmp_path / "cache"
@@ -127,28 +127,28 @@ def test_cached_egemaps_reuses_and_invalidates(tmp_path, emodb_dir):
         calls.append(path)
         return read_mono_16k(path)
 
-    first = cached_egemaps([clip], cache, load_wave=loader, progress=False)
-    second = cached_egemaps([clip], cache, load_wave=loader, progress=False)
+    first = cached_functionals([clip], cache, load_wave=loader, progress=False)
+    second = cached_functionals([clip], cache, load_wave=loader, progress=False)
     assert len(calls) == 1 and len(list(cache.glob("*.npy"))) == 1
     np.testing.assert_array_equal(first, second)
-    np.testing.assert_allclose(first[0], egemaps(_emodb_wave(emodb_dir)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(first[0], functionals(_emodb_wave(emodb_dir)), rtol=1e-4, atol=1e-4)
 
     old_key = cache_key(clip)
     stat = clip.stat()
     os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
     assert cache_key(clip) != old_key
-    cached_egemaps([clip], cache, load_wave=loader, progress=False)
+    cached_functionals([clip], cache, load_wave=loader, progress=False)
     assert len(calls) == 2 and len(list(cache.glob("*.npy"))) == 2
 
 
-def test_cached_egemaps_recomputes_corrupt_entry(tmp_path):
+def test_cached_functionals_recomputes_corrupt_entry(tmp_path):
     clip = tmp_path / "tone.wav"
     t = np.arange(16_000) / 16_000
     sf.write(clip, (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16_000)
     cache = tmp_path / "cache"
-    good = cached_egemaps([clip], cache, progress=False)
+    good = cached_functionals([clip], cache, progress=False)
     entry = cache / f"{cache_key(clip)}.npy"
     entry.write_bytes(b"not a numpy file")
-    again = cached_egemaps([clip], cache, progress=False)
+    again = cached_functionals([clip], cache, progress=False)
     np.testing.assert_allclose(again, good, rtol=1e-5)
     assert np.load(entry).shape == (EGEMAPS_DIM,)

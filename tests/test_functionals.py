@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from models.bundle import load_bundle_classifier, save_bundle
-from models.egemaps import (EGEMAPS_DIM, EgemapsConfig, cache_key, cached_egemaps, feature_dim,
+from models.functionals import (EGEMAPS_DIM, FunctionalsConfig, cache_key, cached_functionals, feature_dim,
                             functionals_batch)
 from models.features import pad_batch
 from models.labels import NUM_CLASSES
@@ -34,7 +34,7 @@ def test_feature_set_names_and_dimensions():
     with pytest.raises(ValueError, match="unknown openSMILE feature set 'GeMAPS'.*eGeMAPSv02.*ComParE_2016"):
         feature_dim("GeMAPS")
     with pytest.raises(ValueError, match="unknown openSMILE feature set"):
-        EgemapsConfig(feature_set="ComParE")
+        FunctionalsConfig(feature_set="ComParE")
 
 
 def test_compare_functionals_are_finite_and_differ_between_voices():
@@ -50,9 +50,9 @@ def test_cache_keeps_feature_sets_apart(tmp_path):
     sf.write(clip, _voiced(1.0, 150, 0.2, 0), RATE)
     assert cache_key(clip, COMPARE) != cache_key(clip)
     cache = tmp_path / "cache"
-    ege = cached_egemaps([clip], cache, progress=False)
-    cmp_first = cached_egemaps([clip], cache, progress=False, feature_set=COMPARE)
-    cmp_again = cached_egemaps([clip], cache, progress=False, feature_set=COMPARE)
+    ege = cached_functionals([clip], cache, progress=False)
+    cmp_first = cached_functionals([clip], cache, progress=False, feature_set=COMPARE)
+    cmp_again = cached_functionals([clip], cache, progress=False, feature_set=COMPARE)
     assert ege.shape == (1, EGEMAPS_DIM) and cmp_first.shape == (1, COMPARE_DIM)
     np.testing.assert_array_equal(cmp_first, cmp_again)
     assert len(list(cache.glob("*.npy"))) == 2

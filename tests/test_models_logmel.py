@@ -9,7 +9,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from models.egemaps import EGEMAPS_DIM, egemaps_batch
+from models.functionals import EGEMAPS_DIM, egemaps_batch
 from models.features import pad_batch
 from models.labels import NUM_CLASSES, normalise_label
 from models.registry import UnknownModelError, available, build_model

@@ -234,7 +234,7 @@ def test_fit_and_cv_without_validation_split(emodb_dir, tiny_csv, tmp_path):
 def test_compare_functionals_train_end_to_end(emodb_dir, tiny_csv, tmp_path):
     """compare-logreg CV and a doublestream-v4 fit on ComParE functionals: the run reads the
     model's feature set (6373 values, cached per set) and the bundles predict the same after loading."""
-    from models.egemaps import functionals_batch
+    from models.functionals import functionals_batch
     from models.registry import load_classifier
 
     cache = tmp_path / "cache"

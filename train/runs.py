@@ -79,13 +79,13 @@ def load_run_data(spec: RunSpec, functionals: str | None) -> LoadedData:
     labels = np.array([EMOTIONS.index(c.label) for c in result.clips], dtype=np.int64)
     egemaps = None
     if functionals is not None:
-        from models.egemaps import cached_egemaps, functionals_batch
+        from models.functionals import cached_functionals, functionals_batch
 
         if spec.cache_dir is not None:
             dist = dist_info()
             if not dist.is_main:
                 barrier()  # rank 0 fills the shared cache first; the others then only read it
-            egemaps = cached_egemaps([c.path for c in result.clips], Path(spec.cache_dir) / "egemaps",
+            egemaps = cached_functionals([c.path for c in result.clips], Path(spec.cache_dir) / "egemaps",
                                      load_wave=cache.load, progress=dist.is_main, feature_set=functionals)
             if dist.is_main:
                 barrier()

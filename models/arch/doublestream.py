@@ -21,7 +21,7 @@ from torch import nn
 
 from models.arch.blocks import LogMelModel, build_config
 from models.arch.conformer import ConformerConfig, ConformerEncoder
-from models.egemaps import FEATURE_SET, feature_dim
+from models.functionals import FEATURE_SET, feature_dim
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 

@@ -5,10 +5,10 @@ reference baseline's set) and "ComParE_2016" (6373 values: spectral, MFCC,
 voicing and energy descriptors with many more statistics; the stronger set on
 few speakers). F = the set's dimension.
 
-    egemaps(wave)                                   float32 [T] 16 kHz -> float32 [88]
+    functionals(wave, feature_set)                  float32 [T] 16 kHz -> float32 [F]
     egemaps_batch(waves)                            list of [T_i]      -> float32 [N, 88]
     functionals_batch(waves, feature_set)           list of [T_i]      -> float32 [N, F]
-    cached_egemaps(paths, cache_dir, feature_set)   audio files        -> float32 [N, F]
+    cached_functionals(paths, cache_dir, feature_set) audio files      -> float32 [N, F]
                                                     (cache keyed by path+mtime+size+set)
 
 openSMILE fills clips shorter than about 0.1 s with NaN; such clips are
@@ -42,7 +42,7 @@ def feature_dim(feature_set: str) -> int:
 
 
 @dataclass(frozen=True)
-class EgemapsConfig:
+class FunctionalsConfig:
     """Feature set, input rate and the length short clips are padded to before openSMILE sees them."""
 
     sample_rate_hz: int = 16_000
@@ -57,11 +57,11 @@ class EgemapsConfig:
             raise ValueError(f"min_clip_ms must be >= 100 (openSMILE needs ~0.1 s), got {self.min_clip_ms}")
 
 
-class EgemapsExtractor:
+class FunctionalsExtractor:
     """Wraps one opensmile.Smile for config.feature_set (created on first use); thread-safe through a lock."""
 
-    def __init__(self, config: EgemapsConfig | None = None) -> None:
-        self.config = config or EgemapsConfig()
+    def __init__(self, config: FunctionalsConfig | None = None) -> None:
+        self.config = config or FunctionalsConfig()
         self._smile = None
         self._lock = threading.Lock()
 
@@ -99,19 +99,19 @@ class EgemapsExtractor:
         return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
 
 
-_DEFAULTS: dict[str, EgemapsExtractor] = {}
+_DEFAULTS: dict[str, FunctionalsExtractor] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def default_extractor(feature_set: str = FEATURE_SET) -> EgemapsExtractor:
+def default_extractor(feature_set: str = FEATURE_SET) -> FunctionalsExtractor:
     """Process-wide extractor per feature set at 16 kHz (openSMILE set up once, lazily)."""
     with _DEFAULT_LOCK:
         if feature_set not in _DEFAULTS:
-            _DEFAULTS[feature_set] = EgemapsExtractor(EgemapsConfig(feature_set=feature_set))
+            _DEFAULTS[feature_set] = FunctionalsExtractor(FunctionalsConfig(feature_set=feature_set))
         return _DEFAULTS[feature_set]
 
 
-def egemaps(wave: np.ndarray, feature_set: str = FEATURE_SET) -> np.ndarray:
+def functionals(wave: np.ndarray, feature_set: str = FEATURE_SET) -> np.ndarray:
     """float32 16 kHz mono [T] -> float32 [F] functionals (eGeMAPS v02 [88] by default)."""
     return default_extractor(feature_set)(wave)
 
@@ -146,7 +146,7 @@ def cache_key(path: str | Path, feature_set: str = FEATURE_SET) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def cached_egemaps(paths: Sequence[str | Path], cache_dir: str | Path,
+def cached_functionals(paths: Sequence[str | Path], cache_dir: str | Path,
                    load_wave: Callable[[Path], np.ndarray] = read_mono_16k,
                    progress: bool = True, feature_set: str = FEATURE_SET) -> np.ndarray:
     """Functionals (eGeMAPS by default) for audio files -> float32 [N, F], computing only files not cached yet.
@@ -163,7 +163,7 @@ def cached_egemaps(paths: Sequence[str | Path], cache_dir: str | Path,
         entry = cache / f"{cache_key(path, feature_set)}.npy"
         row = _read_entry(entry, dim)
         if row is None:
-            row = egemaps(load_wave(Path(path)), feature_set)
+            row = functionals(load_wave(Path(path)), feature_set)
             tmp = entry.with_name(entry.stem + ".tmp.npy")
             np.save(tmp, row)
             tmp.replace(entry)
