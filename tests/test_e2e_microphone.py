@@ -1,10 +1,12 @@
 """End to end through a real (virtual) microphone: PulseAudio null sink + remap source, read by
 PortAudio's 'pulse' device in `main.py --headless` running as a real subprocess, fed with real
-speech played by paplay (4 EmoDB clips and one espeak-ng sentence, 1.5 s of silence between),
-stopped with SIGINT. Skips, with the reason, only where such a device cannot be created.
+English speech played by paplay (six shared CREMA-D clips, one per emotion and actor, 1.5 s of
+silence between), stopped with SIGINT. Skips, with the reason, only where such a device cannot be
+created or the shared CREMA-D audio is absent.
 """
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 import sys
@@ -14,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import soxr
 
-from engine_support import EMODB_RATE_HZ, REPO_ROOT, emodb_clips, make_bundle, offline_utterances
+from engine_support import REPO_ROOT, make_bundle, offline_utterances
 from pulse_support import VirtualMic
 from realtime.timeline import load_timeline
 
@@ -40,19 +41,34 @@ def virtual_mic():
         mic.stop()
 
 
+def crema_clips(shared_data: Path) -> list[Path]:
+    """The first clip (by name) of each emotion, each from a different actor: six English sentences."""
+    manifest = shared_data / "crema-d" / "flac_manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(f"shared CREMA-D audio not found at {manifest.parent}")
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: r["file"])
+    picked: list[dict] = []
+    for emotion in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD"):
+        picked.append(next(r for r in rows if r["emotion"] == emotion
+                           and r["actor"] not in {p["actor"] for p in picked}))
+    return [manifest.parent / "AudioFLAC" / r["file"] for r in picked]
+
+
 @pytest.fixture(scope="module")
-def played_speech(emodb_dir, espeak_wav, tmp_path_factory) -> tuple[Path, int]:
-    """(WAV at 22,050 Hz, number of spoken items): 4 EmoDB clips then an espeak-ng sentence."""
-    gap = np.zeros(int(GAP_S * EMODB_RATE_HZ), np.float32)
+def played_speech(shared_data, tmp_path_factory) -> tuple[Path, int]:
+    """(WAV at 16 kHz, number of clips): six CREMA-D clips separated by GAP_S of silence."""
+    clips = crema_clips(shared_data)
+    gap = np.zeros(int(GAP_S * 16_000), np.float32)
     parts = [gap]
-    for path in emodb_clips(emodb_dir, 4, offset=100):
-        audio, _ = sf.read(str(path), dtype="float32")
+    for path in clips:
+        audio, rate = sf.read(str(path), dtype="float32")
+        assert rate == 16_000, path
         parts += [audio, gap]
-    sentence, rate = sf.read(str(espeak_wav), dtype="float32")
-    parts += [soxr.resample(sentence, rate, EMODB_RATE_HZ).astype(np.float32), gap, gap]
+    parts.append(gap)
     out = tmp_path_factory.mktemp("played") / "speech.wav"
-    sf.write(str(out), np.concatenate(parts), EMODB_RATE_HZ, subtype="PCM_16")
-    return out, 5
+    sf.write(str(out), np.concatenate(parts), 16_000, subtype="PCM_16")
+    return out, len(clips)
 
 
 def _timeline_has(path: Path, fragment: str) -> bool:
@@ -62,7 +78,7 @@ def _timeline_has(path: Path, fragment: str) -> bool:
 def test_monitor_hears_speech_through_a_virtual_microphone(virtual_mic, played_speech, tmp_path):
     wav, spoken = played_speech
     audio, rate = sf.read(str(wav), dtype="float32")
-    offline = len(offline_utterances(soxr.resample(audio, rate, 16_000).astype(np.float32)))
+    offline = len(offline_utterances(audio))
     bundle = make_bundle(tmp_path / "bundle")
     out = tmp_path / "timeline.jsonl"
     env = {**virtual_mic.env, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
@@ -95,11 +111,9 @@ def test_monitor_hears_speech_through_a_virtual_microphone(virtual_mic, played_s
     assert session.complete and session.torn_lines == 0
     assert out.read_text().splitlines()[-1].startswith('{"type":"summary"')
     utterances = session.utterances()
-    # One prediction per played item. The VAD may legitimately split an item at an inner pause
-    # longer than its 450 ms hangover (EmoDB speakers pause mid-sentence), so allow one either
-    # way; the offline segmenter on the same file is the reference for what it finds.
-    assert abs(len(utterances) - spoken) <= 1, [(u.start_s, u.end_s) for u in utterances]
-    assert abs(len(utterances) - offline) <= 1, (len(utterances), offline)
+    # One prediction per played clip: the offline segmenter on the same file agrees.
+    assert offline == spoken
+    assert len(utterances) == spoken, [(u.start_s, u.end_s) for u in utterances]
     assert session.summary["utterances"] == len(utterances)
     assert session.summary["dropped_utterances"] == 0 and session.summary["dropped_audio_blocks"] == 0
     starts = [u.start_s for u in utterances]
@@ -107,7 +121,7 @@ def test_monitor_hears_speech_through_a_virtual_microphone(virtual_mic, played_s
     assert all(0.3 <= u.end_s - u.start_s <= 5.0 for u in utterances)
     # Gaps between utterances are the played silences (1.5 s), not drop-outs.
     assert all(b.start_s - a.end_s >= 0.8 for a, b in zip(utterances, utterances[1:]))
-    print(f"virtual microphone: {spoken} items played, {len(utterances)} utterances heard "
+    print(f"virtual microphone: {spoken} CREMA-D clips played, {len(utterances)} utterances heard "
           f"(offline segmenter on the same file: {offline})")
     printed = [line for line in stdout.splitlines() if " s  " in line]
     assert len(printed) == len(utterances)
