@@ -7,7 +7,8 @@
     python main.py --export-csv session.jsonl [session.csv]
 
 Exit codes: 0 ok, 1 unexpected internal error, 2 user error (bad file, device, model folder,
-output path or option value), 130 interrupted before the session started.
+output path or option value; also an input file that could not be read to its end: the session
+stops there, its timeline is kept, and stderr says where), 130 interrupted before the session started.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ import threading
 from pathlib import Path
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad command line (option value, argument count); one line for the user, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,30 +84,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def engine_config(args: argparse.Namespace):
-    """Frozen configs from the arguments; ValueError (one line) for bad values."""
+    """Frozen configs from the arguments; UsageError (one line) for values their
+    __post_init__ validation refuses."""
     from realtime.engine import EngineConfig
     from realtime.vad import SegmenterConfig
 
-    vad = SegmenterConfig(aggressiveness=args.vad_aggressiveness, hangover_ms=args.hangover_ms,
-                          tail_ms=min(SegmenterConfig.tail_ms, max(args.hangover_ms, 0)),
-                          min_utterance_ms=args.min_utterance_ms, max_utterance_ms=args.max_utterance_ms)
-    return EngineConfig(hop_ms=args.hop_ms, window_ms=args.window_ms,
-                        min_window_ms=min(EngineConfig.min_window_ms, max(args.window_ms, 0)),
-                        partials_enabled=not args.no_partials, latency_budget_ms=args.latency_budget_ms,
-                        compute_device=args.compute, vad=vad)
+    try:
+        vad = SegmenterConfig(aggressiveness=args.vad_aggressiveness, hangover_ms=args.hangover_ms,
+                              tail_ms=min(SegmenterConfig.tail_ms, max(args.hangover_ms, 0)),
+                              min_utterance_ms=args.min_utterance_ms, max_utterance_ms=args.max_utterance_ms)
+        return EngineConfig(hop_ms=args.hop_ms, window_ms=args.window_ms,
+                            min_window_ms=min(EngineConfig.min_window_ms, max(args.window_ms, 0)),
+                            partials_enabled=not args.no_partials, latency_budget_ms=args.latency_budget_ms,
+                            compute_device=args.compute, vad=vad)
+    except (ValueError, OverflowError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def export_csv_command(paths: list[str]) -> int:
+    """Export a timeline; never writes onto it (see realtime.timeline.export_csv). Lines that
+    cannot be read or formatted are skipped and counted, the rest is exported."""
+    from realtime.files import is_locked
     from realtime.timeline import export_csv, load_timeline
 
     if len(paths) > 2:
-        raise ValueError("--export-csv takes a timeline and optionally a CSV path")
+        raise UsageError("--export-csv takes a timeline and optionally a CSV path")
     source = Path(paths[0])
     target = Path(paths[1]) if len(paths) == 2 else source.with_suffix(".csv")
+    if target == source:   # "x.csv" as the timeline itself and no CSV name given
+        target = source.with_name(f"{source.stem}-export.csv")
     session = load_timeline(source)
     rows = export_csv(session, target)
-    note = "" if session.complete else " (session did not end cleanly; exported what was recorded)"
-    print(f"wrote {rows} predictions to {target}{note}")
+    skipped = session.torn_lines + len(session.predictions) - rows
+    notes = []
+    if is_locked(source):
+        notes.append("the session is still recording; exported what was recorded so far")
+    elif not session.complete:
+        notes.append("session did not end cleanly; exported what was recorded")
+    if skipped:
+        notes.append(f"skipped {skipped} unreadable or malformed line{'s' if skipped != 1 else ''}")
+    print(f"wrote {rows} predictions to {target}" + (f" ({'; '.join(notes)})" if notes else ""))
     return EXIT_OK
 
 
@@ -135,6 +156,11 @@ def run_headless(args: argparse.Namespace) -> int:
     printer.print_summary(summary)
     if interrupted.is_set():
         print("stopped by signal; timeline complete", file=sys.stderr)
+    cut_short = getattr(source, "cut_short", "")
+    if cut_short and not interrupted.is_set():
+        # The warning is already in the console and the timeline; the exit code must say it too.
+        raise UsageError(f"input cut short: {cut_short}; the timeline {engine.timeline.path} keeps "
+                         "everything before that point")
     return EXIT_OK
 
 
@@ -142,7 +168,7 @@ def run_gui_mode(args: argparse.Namespace) -> int:
     try:
         from gui.app import run_gui
     except ImportError as err:
-        raise ValueError(f"the desktop window is unavailable ({err}); use --headless") from None
+        raise UsageError(f"the desktop window is unavailable ({err}); use --headless") from None
     from realtime.wiring import gui_engine_factory
 
     gui_args = argparse.Namespace(
@@ -152,21 +178,24 @@ def run_gui_mode(args: argparse.Namespace) -> int:
     return run_gui(gui_engine_factory(engine_config(args), args.model, args.compute), gui_args)
 
 
-# Exceptions meaning a user mistake (one-line message, exit 2). Looked up only in modules
-# already imported: an error of a module's type implies it was loaded (no torch import
-# just to report a typo). AudioFileError, DeviceError and config errors are ValueErrors.
+# The project's own exception types for a user mistake or unusable input (one-line message,
+# exit 2). Looked up only in modules already imported: an error of a module's type implies it
+# was loaded (no torch import just to report a typo). Any other exception, a plain ValueError
+# included, is an internal bug: exit 1 with its traceback.
 USER_ERRORS = (("models.bundle", "BundleError"), ("models.registry", "UnknownModelError"),
-               ("realtime.engine", "EngineError"), ("realtime.timeline", "TimelineError"))
+               ("realtime.engine", "EngineError"), ("realtime.timeline", "TimelineError"),
+               ("realtime.sources", "AudioFileError"), ("realtime.devices", "DeviceError"))
 
 
 def is_user_error(exc: BaseException) -> bool:
-    if isinstance(exc, ValueError):
+    if isinstance(exc, UsageError):
         return True
     for module_name, class_name in USER_ERRORS:
         module = sys.modules.get(module_name)
         if module is not None and isinstance(exc, getattr(module, class_name)):
             return True
-    return False
+    # A path the user gave that the OS refuses (name too long, permission, not a folder...).
+    return isinstance(exc, OSError) and exc.filename is not None
 
 
 def main(argv: list[str] | None = None) -> int:

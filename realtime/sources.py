@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -126,15 +127,22 @@ class FileSource(AudioSource):
     channel count) as 16 kHz mono int16 `AudioBlock`s from a reader thread.
 
     Construction probes the file (raises AudioFileError). A file shorter than its header
-    claims (truncated download) plays what is there. Decoding errors mid-file end the
-    stream and are reported through status_listener("error", message) and `error`.
+    claims (truncated download) plays what is there. A file that cannot be read to its end
+    (a decoding error mid-file, e.g. a FLAC that loses sync, or a file that shrinks while it
+    plays) ends the stream there: `cut_short` then says where and why, and the same is reported
+    through status_listener("warning", message); main.py turns it into exit 2.
     Counters: dropped_blocks, nonfinite_samples (NaN/inf replaced by 0), clipped_samples,
     samples_out (16 kHz samples produced). At the end, anything repaired (truncation, NaN/inf,
     clipping) is reported once through status_listener("warning", message) and kept in `warning`.
     """
 
-    def __init__(self, path: str | os.PathLike, pace: str = "realtime", block_ms: int = 100) -> None:
+    def __init__(self, path: str | os.PathLike, pace: str = "realtime", block_ms: int = 100,
+                 clock: Callable[[], float] = time.monotonic,
+                 wait: Callable[[threading.Event, float], bool] = threading.Event.wait) -> None:
+        """clock() -> seconds and wait(stop_event, seconds) -> True when stopped pace the
+        real-time replay; tests inject a virtual clock."""
         super().__init__()
+        self.clock, self._wait = clock, wait
         self.cfg = FileSourceConfig(pace=pace, block_ms=block_ms)
         self.info = probe_audio_file(path)
         self.description = (f"file: {Path(self.info.path).name} ({self.info.sample_rate_hz} Hz, "
@@ -143,7 +151,7 @@ class FileSource(AudioSource):
         self.nonfinite_samples = 0
         self.clipped_samples = 0
         self.samples_out = 0
-        self.error = ""
+        self.cut_short = ""   # why the file could not be read to its end ("" when it was)
         self.warning = ""   # what was repaired in the input (truncation, NaN/inf, clipping), once finished
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -172,25 +180,35 @@ class FileSource(AudioSource):
     def _run(self, out_q: "queue.Queue", stop_event: threading.Event) -> None:
         resampler = StreamResampler(self.info.sample_rate_hz, self.info.channels)
         frames_per_block = max(1, self.info.sample_rate_hz * self.cfg.block_ms // 1000)
-        clock_start = time.monotonic()
+        clock_start = self.clock()
+        frames_read = 0
         try:
             with sf.SoundFile(self.info.path) as f:
                 while not self._stopping(stop_event):
                     data = f.read(frames_per_block, dtype="float32", always_2d=True)
                     if len(data) == 0:
                         break
+                    frames_read += len(data)
                     self._emit(resampler.push(data), out_q, stop_event, clock_start)
             if not self._stopping(stop_event):
                 self._emit(resampler.flush(), out_q, stop_event, clock_start)
+                # Tolerance: a container's frame count may be an estimate by a few frames.
+                if frames_read < self.info.frames - self.info.sample_rate_hz // 100:
+                    self._report_cut_short(frames_read, "the file ended early; did it shrink while playing?")
         except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
-            self.error = f"reading {Path(self.info.path).name} failed: {_one_line(exc)}"
-            if self.status_listener is not None:
-                self.status_listener("error", self.error)
+            self._report_cut_short(frames_read, f"decoding failed: {_one_line(exc)}")
         finally:
             self.nonfinite_samples = resampler.nonfinite_samples
             self.clipped_samples = resampler.clipped_samples
             self._report_repairs()
             self._put(END_OF_STREAM, out_q, stop_event)
+
+    def _report_cut_short(self, frames_read: int, reason: str) -> None:
+        rate = self.info.sample_rate_hz
+        self.cut_short = (f"{Path(self.info.path).name} could only be read up to {frames_read / rate:.1f} s of "
+                          f"{self.info.frames / rate:.1f} s ({reason})")
+        if self.status_listener is not None:
+            self.status_listener("warning", f"{self.cut_short}; the session ends here")
 
     def _report_repairs(self) -> None:
         """One "warning" status naming what was wrong with the input and repaired on the fly."""
@@ -217,8 +235,8 @@ class FileSource(AudioSource):
             # Release each block when its last sample would have been recorded, measured
             # against the start time so sleep jitter never accumulates.
             due = clock_start + self.samples_out / TARGET_RATE_HZ
-            delay = due - time.monotonic()
-            if delay > 0 and stop_event.wait(delay):
+            delay = due - self.clock()
+            if delay > 0 and self._wait(stop_event, delay):
                 return
             if self._stop.is_set():
                 return

@@ -7,7 +7,9 @@ Line 1 is `{"type": "header", ...}`; then, in the order they happen:
 * `{"type": "summary", ...SessionSummary, "ended_utc"}`: last line of a cleanly stopped session.
 
 Every line is flushed and fsync'd when written, so a crash (even SIGKILL or power loss)
-loses at most the line being written; the reader ignores a torn last line.
+loses at most the line being written; the reader ignores a torn last line. A timeline is
+never overwritten: the writer creates a new file only (an existing path is refused) and holds
+an exclusive lock on it while the session runs; the CSV export never writes onto a timeline.
 Partial windows stay in the file when the utterance covering them arrives; the reloaded
 `Session.view()` shows the utterance instead of them. Torch-free (the GUI imports it).
 """
@@ -17,6 +19,7 @@ import bisect
 import csv
 import gc
 import json
+import math
 import os
 import shutil
 import threading
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from models.labels import EMOTIONS
+from realtime.files import create_exclusively, replace_atomically
 from realtime.types import DropNotice, EmotionPrediction, EngineStatus, SessionSummary
 
 FORMAT_VERSION = 1
@@ -34,6 +38,7 @@ MIN_FREE_BYTES = 5 * 1024 * 1024
 # Partial windows keep coming during the VAD hangover (default 450 ms) after an utterance's
 # last voiced frame; a window ending this long after the utterance still belongs to it.
 DEFAULT_SUPERSEDE_TOLERANCE_S = 0.6
+PREDICTION_KINDS = ("utterance", "partial")
 CSV_COLUMNS = ("start_s", "end_s", "kind", "label", "confidence", *EMOTIONS, "model", "latency_ms")
 
 
@@ -59,10 +64,18 @@ def default_timeline_path(now: datetime | None = None) -> Path:
 
 
 def check_writable(path: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
-    """Fail now, not an hour into a session: the folder must be creatable/writable with free space."""
+    """Fail now, not an hour into a session: the path must be new, its folder creatable and
+    writable with free space. An existing file is refused: it may be an earlier session."""
     folder = path.parent
-    if path.is_dir():
-        raise TimelineError(f"timeline path {path} is a folder; give a file name such as {path / 'session.jsonl'}")
+    try:
+        if path.is_dir():
+            raise TimelineError(f"timeline path {path} is a folder; give a file name such as "
+                                f"{path / 'session.jsonl'}")
+        if path.exists() or path.is_symlink():
+            raise TimelineError(f"timeline {path} already exists; VED never overwrites a recorded session: "
+                                "give a new --out name, or leave --out out for a new dated file")
+    except OSError as exc:   # ENAMETOOLONG, ELOOP, EACCES on a parent...
+        raise TimelineError(f"cannot use timeline path {path}: {exc.strerror or exc}") from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -79,7 +92,9 @@ class TimelineWriter:
     """Append-only JSONL writer; thread-safe; every line flushed and fsync'd.
 
     header: free-form settings (input, model, VAD, engine, app version...); the writer adds
-    type, format_version and started_utc. Raises TimelineError when the file cannot be created.
+    type, format_version and started_utc. The file must not exist yet (created with O_EXCL, so two
+    sessions can never share one) and is flock'ed exclusively until close(). Raises TimelineError
+    when the file exists or cannot be created.
     """
 
     def __init__(self, path: str | os.PathLike, header: dict[str, Any]) -> None:
@@ -87,7 +102,10 @@ class TimelineWriter:
         check_writable(self.path)
         self._lock = threading.Lock()
         try:
-            self._file = open(self.path, "w", encoding="utf-8")
+            self._file = create_exclusively(self.path)
+        except FileExistsError:
+            raise TimelineError(f"timeline {self.path} already exists; VED never overwrites a recorded "
+                                "session: choose another name") from None
         except OSError as exc:
             raise TimelineError(f"cannot write timeline {self.path}: {exc.strerror or exc}") from None
         self.lines_written = 0
@@ -167,7 +185,8 @@ class Session:
     predictions: every prediction line in file order (utterances and partials);
     superseded: per prediction, True for a partial window replaced by the utterance covering it;
     drops/statuses: raw records; summary: the summary record, None when the session did
-    not stop cleanly; torn_lines: unparseable lines skipped (0 or 1 after a crash).
+    not stop cleanly; torn_lines: unparseable or malformed lines skipped (0 or 1 after a crash;
+    a prediction whose values have the wrong types counts here too).
     """
 
     path: Path
@@ -236,10 +255,21 @@ def _supersede_tolerance(header: dict[str, Any]) -> float:
     return DEFAULT_SUPERSEDE_TOLERANCE_S
 
 
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def _prediction(r: dict[str, Any]) -> EmotionPrediction:
-    """Positional construction: about twice as fast as from_dict on a 20,000-line reload."""
-    return EmotionPrediction(r["start_s"], r["end_s"], r["probs"], r["label"], r["model"], r["latency_ms"],
-                             r.get("kind", "utterance"), r.get("queue_depth", 0), r.get("fallback", False))
+    """Positional construction (about twice as fast as from_dict on a 20,000-line reload) of a
+    well-typed record; ValueError for a line whose values have the wrong types or are not finite."""
+    start_s, end_s, probs, label, latency_ms = r["start_s"], r["end_s"], r["probs"], r["label"], r["latency_ms"]
+    model, kind = r["model"], r.get("kind", "utterance")
+    if not (_is_number(start_s) and _is_number(end_s) and _is_number(latency_ms) and isinstance(probs, dict)
+            and isinstance(label, str) and isinstance(model, str) and kind in PREDICTION_KINDS
+            and all(isinstance(k, str) and _is_number(v) for k, v in probs.items()) and label in probs):
+        raise ValueError("malformed prediction")
+    return EmotionPrediction(start_s, end_s, probs, label, model, latency_ms, kind,
+                             r.get("queue_depth", 0), r.get("fallback", False) is True)
 
 
 @contextmanager
@@ -290,7 +320,7 @@ def _parse_timeline(path: Path, lines: list[str]) -> Session:
         if kind == "prediction":
             try:
                 session.predictions.append(_prediction(record))
-            except (KeyError, TypeError):
+            except (KeyError, TypeError, ValueError):
                 session.torn_lines += 1
         elif kind == "drops":
             session.drops.append(record)
@@ -308,17 +338,52 @@ class TimelineReader:
     load = staticmethod(load_timeline)
 
 
-def export_csv(session: Session, path: str | os.PathLike) -> int:
-    """One row per prediction (all kinds, file order) with CSV_COLUMNS; returns rows written."""
-    path = Path(path)
+def check_export_target(session: Session, path: Path) -> None:
+    """The CSV may replace an earlier export, never the timeline itself or any other file."""
     try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            for p in session.predictions:
-                writer.writerow([f"{p.start_s:.3f}", f"{p.end_s:.3f}", p.kind, p.label, f"{p.confidence:.4f}",
-                                 *(f"{p.probs.get(name, 0.0):.4f}" for name in EMOTIONS),
-                                 p.model, f"{p.latency_ms:.1f}"])
+        if path.resolve() == session.path.resolve() or (path.exists() and os.path.samefile(path, session.path)):
+            raise TimelineError(f"the CSV target {path} is the timeline itself; give another name such as "
+                                f"{session.path.stem}-export.csv")
+        if path.is_dir():
+            raise TimelineError(f"the CSV target {path} is a folder; give a file name")
+        if path.exists():
+            with open(path, "r", encoding="utf-8", errors="replace", newline="") as handle:
+                first = handle.readline().rstrip("\r\n")
+            if first != ",".join(CSV_COLUMNS):
+                raise TimelineError(f"{path} exists and is not a VED CSV export; VED does not overwrite it: "
+                                    "choose another name")
     except OSError as exc:
         raise TimelineError(f"cannot write CSV {path}: {exc.strerror or exc}") from None
-    return len(session.predictions)
+
+
+def export_csv(session: Session, path: str | os.PathLike) -> int:
+    """One row per prediction (all kinds, file order) with CSV_COLUMNS; returns rows written.
+
+    Written to a temporary file and renamed into place, so an earlier export is replaced whole or
+    not at all. Refuses (TimelineError) to write onto the timeline itself or onto any existing
+    file that is not an earlier VED export. A prediction that cannot be formatted is skipped
+    (rows written < len(session.predictions)).
+    """
+    path = Path(path)
+    check_export_target(session, path)
+    written = 0
+
+    def write(handle) -> None:
+        nonlocal written
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for p in session.predictions:
+            try:
+                row = [f"{p.start_s:.3f}", f"{p.end_s:.3f}", p.kind, p.label, f"{p.confidence:.4f}",
+                       *(f"{p.probs.get(name, 0.0):.4f}" for name in EMOTIONS), p.model, f"{p.latency_ms:.1f}"]
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            writer.writerow(row)
+            written += 1
+
+    try:
+        replace_atomically(path, write, newline="")
+    except OSError as exc:
+        raise TimelineError(f"cannot write CSV {path}: {exc.strerror or exc}") from None
+    return written
+

@@ -60,25 +60,125 @@ def test_fast_replay_loses_nothing_with_slow_consumer(tmp_path):
     assert abs(peak_hz(audio) - 440.0) < 2.0
 
 
-def test_realtime_pacing_within_five_percent(tmp_path):
+class VirtualClock:
+    """Injected into FileSource: time passes only when the reader waits (plus `oversleep_s` per
+    wait, like a busy machine), so pacing is checked exactly and without wall-clock waits."""
+
+    def __init__(self, oversleep_s: float = 0.0, on_wait=None) -> None:
+        self.now, self.oversleep_s, self.on_wait, self.waits = 1000.0, oversleep_s, on_wait, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds + self.oversleep_s
+        if self.on_wait is not None:
+            self.on_wait(len(self.waits))
+        return event.is_set()
+
+
+class StampingQueue(queue.Queue):
+    """Records the virtual time of each put and keeps every item put (a retry after dropping
+    the oldest puts the same item again)."""
+
+    def __init__(self, clock: VirtualClock, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self.clock, self.put_times, self.items_put = clock, [], []
+
+    def put(self, item, block=True, timeout=None):
+        self.put_times.append(self.clock.now)
+        self.items_put.append(item)
+        super().put(item, block, timeout)
+
+
+def run_virtual(source: FileSource, clock: VirtualClock, maxsize: int = 1_000) -> tuple[list, StampingQueue]:
+    """Run the reader to its end (no consumer while it runs); returns (items, queue)."""
+    q = StampingQueue(clock, maxsize)
+    source.start(q, threading.Event())
+    source._thread.join(10)
+    assert source.finished, "the reader must never block on a full queue in real-time mode"
+    return [q.get_nowait() for _ in range(q.qsize())], q
+
+
+def test_realtime_pacing_releases_each_block_when_its_audio_would_have_been_recorded(tmp_path):
     path = write(tmp_path / "b.flac", sine(300.0, 3.0, 44_100), 44_100)
-    source = FileSource(path, pace="realtime", block_ms=100)
-    blocks, wall = collect(source)
-    assert abs(wall - 3.0) / 3.0 < 0.05, f"3.0 s of audio took {wall:.3f} s"
-    assert source.dropped_blocks == 0
+    clock = VirtualClock()
+    source = FileSource(path, pace="realtime", block_ms=100, clock=clock, wait=clock.wait)
+    items, q = run_virtual(source, clock)
+    blocks = items[:-1]
+    assert items[-1] is END_OF_STREAM and source.dropped_blocks == 0
     assert abs(sum(len(b.samples) for b in blocks) - 3 * RATE) <= 2
+    for block, put_at in zip(blocks, q.put_times):
+        assert put_at == pytest.approx(1000.0 + block.start_s + len(block.samples) / RATE, abs=1e-9)
+    assert clock.now == pytest.approx(1003.0, abs=1e-6) and len(clock.waits) >= 29
+
+
+def test_realtime_pacing_does_not_accumulate_sleep_jitter(tmp_path):
+    """Each wait oversleeps 7 ms: the deadlines are measured from the start, so the replay still
+    ends one oversleep after 3.0 s, not 30 x 7 ms late."""
+    path = write(tmp_path / "j.wav", sine(300.0, 3.0, 16_000), 16_000)
+    clock = VirtualClock(oversleep_s=0.007)
+    source = FileSource(path, pace="realtime", block_ms=100, clock=clock, wait=clock.wait)
+    items, q = run_virtual(source, clock)
+    assert items[-1] is END_OF_STREAM
+    assert q.put_times[-2] == pytest.approx(1003.0 + 0.007, abs=1e-6)
 
 
 def test_realtime_drops_oldest_when_consumer_stalls(tmp_path):
     path = write(tmp_path / "c.wav", sine(300.0, 1.0, 16_000), 16_000)
-    source = FileSource(path, pace="realtime", block_ms=20)
-    q: queue.Queue = queue.Queue(maxsize=3)
-    source.start(q, threading.Event())
-    time.sleep(1.3)   # nobody reads: the source must not block
-    items = [q.get_nowait() for _ in range(q.qsize())]
-    assert items[-1] is END_OF_STREAM
-    assert source.dropped_blocks >= 40
+    clock = VirtualClock()
+    source = FileSource(path, pace="realtime", block_ms=20, clock=clock, wait=clock.wait)
+    items, q = run_virtual(source, clock, maxsize=3)   # nobody reads: the source must not block
+    assert len(items) == 3 and items[-1] is END_OF_STREAM
+    offered = len({id(item) for item in q.items_put})
+    assert offered == 51 and source.dropped_blocks == offered - 3       # 50 blocks of 20 ms + END_OF_STREAM
+    assert items[-2].start_s == pytest.approx(1.0 - len(items[-2].samples) / RATE)   # the newest are kept
     source.stop()
+
+
+def _statuses(source: FileSource) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    source.status_listener = lambda state, message: found.append((state, message))
+    return found
+
+
+def test_flac_that_loses_sync_mid_file_is_reported_as_cut_short(tmp_path):
+    path = write(tmp_path / "sync.flac", sine(300.0, 6.0, 16_000, 0.3), 16_000)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 4_000] = bytes(4_000)
+    path.write_bytes(bytes(raw))
+    source = FileSource(path, pace="fast")
+    statuses = _statuses(source)
+    blocks, _ = collect(source)
+    played_s = sum(len(b.samples) for b in blocks) / RATE
+    assert 1.0 < played_s < 5.0
+    assert "sync.flac could only be read up to" in source.cut_short and "of 6.0 s (decoding failed" in source.cut_short
+    assert statuses == [("warning", f"{source.cut_short}; the session ends here")]
+
+
+def test_file_that_shrinks_while_playing_is_reported_as_cut_short(tmp_path):
+    path = write(tmp_path / "shrinks.wav", sine(300.0, 3.0, 16_000), 16_000)
+    keep = 44 + 2 * 16_000                       # header + 1.0 s of 16-bit mono
+
+    def shrink(waits: int) -> None:
+        if waits == 2:                           # 0.2 s into the replay, another program cuts the file
+            with open(path, "r+b") as handle:
+                handle.truncate(keep)
+
+    clock = VirtualClock(on_wait=shrink)
+    source = FileSource(path, pace="realtime", block_ms=100, clock=clock, wait=clock.wait)
+    statuses = _statuses(source)
+    items, _ = run_virtual(source, clock)
+    played_s = sum(len(b.samples) for b in items[:-1]) / RATE
+    assert 0.9 <= played_s <= 1.3
+    assert source.cut_short.startswith("shrinks.wav could only be read up to") and "of 3.0 s" in source.cut_short
+    assert "shrink while playing" in source.cut_short
+    assert [state for state, _ in statuses] == ["warning"]
+    whole = FileSource(write(tmp_path / "whole.wav", sine(300.0, 1.0, 16_000), 16_000), pace="fast")
+    collect(whole)
+    assert whole.cut_short == ""
 
 
 @pytest.mark.parametrize("rate_hz,channels", [(8_000, 1), (96_000, 1), (48_000, 6), (44_100, 2)])
@@ -126,7 +226,7 @@ def test_truncated_wav_plays_what_is_there(tmp_path):
     source.status_listener = lambda state, message: warnings.append((state, message))
     blocks, _ = collect(source)
     total = sum(len(b.samples) for b in blocks)
-    assert abs(total - RATE) <= 20 and source.error == ""
+    assert abs(total - RATE) <= 20 and source.cut_short == ""
     assert source.info.truncated and source.info.declared_frames == 2 * 22_050
     assert warnings == [("warning", "cut.wav: the file ends after 1.0 s of the 2.0 s its header declares "
                                     "(truncated?)")]
