@@ -169,6 +169,7 @@ def _set_threads(requested: int | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    from models.bundle import BundleError
     from models.registry import UnknownModelError
     from train.distributed import shutdown
     from train.loop import TrainingInterrupted
@@ -180,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             table = comparison_table(ns.runs)
             print(table)
             if ns.out:
-                ns.out.write_text(table)
+                from realtime.files import replace_atomically
+
+                replace_atomically(ns.out, lambda handle: handle.write(table))
             return 0
         _set_threads(ns.threads)
         if ns.command == "evaluate":
@@ -213,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing to resume", file=sys.stderr)
         return 130
-    except (DataError, UnknownModelError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (DataError, UnknownModelError, BundleError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     finally:
         shutdown()
