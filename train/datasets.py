@@ -1,8 +1,9 @@
 """Dataset loaders: every corpus becomes a list of `Clip`s labelled with the six CREMA-D classes.
 
 Supported layouts:
-* ``crema-d``: a folder of the official ``AudioWAV`` files ``ActorID_Sentence_Emotion_Level.wav``,
-  optionally verified against ``audio_manifest.csv`` (file,actor,...,bytes,sha256).
+* ``crema-d``: the official ``AudioWAV`` folder or the lossless ``AudioFLAC`` copy
+  (``ActorID_Sentence_Emotion_Level.wav|.flac``), optionally verified against ``audio_manifest.csv``
+  or ``flac_manifest.csv``; see train/crema_d.py.
 * ``emodb``: the shared layout (``labels.csv`` + ``wav/``) or a plain folder of ``SSTTTEv.wav`` files;
   boredom is dropped.
 * ``ravdess``: ``MM-VC-EM-IN-ST-RE-AC.wav`` names; calm and surprised are dropped.
@@ -44,6 +45,7 @@ class Clip:
     label: str
     speaker: str
     dataset: str
+    sex: str | None = None  # "male" / "female" where the corpus says (fold sex balance), else None
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,16 @@ class SkippedFile:
 
 @dataclass
 class LoadResult:
-    """Clips that passed every check, plus what was skipped and why."""
+    """Clips that passed every check, plus what was skipped and why.
+
+    waves: float32 16 kHz [T] samples of clips a loader already decoded while checking them
+    (path -> samples); AudioCache starts from these so no clip is decoded twice.
+    """
 
     clips: list[Clip]
     skipped: list[SkippedFile] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    waves: dict[Path, np.ndarray] = field(default_factory=dict)
 
     def class_counts(self) -> dict[str, int]:
         return class_counts(self.clips)
@@ -98,13 +105,13 @@ class RavdessName:
     repetition: str
 
 
-_CREMA_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})\.wav$")
+_CREMA_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})\.(?:wav|flac)$")
 _EMODB_RE = re.compile(r"^(\d{2})([a-z]\d{2})([WLEAFTN])([a-z])\.wav$")
 _RAVDESS_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.wav$")
 
 
 def parse_crema_name(name: str) -> CremaName | None:
-    """'1001_DFA_ANG_XX.wav' -> CremaName; None when the name does not follow the pattern."""
+    """'1001_DFA_ANG_XX.wav' (or .flac) -> CremaName; None when the name does not follow the pattern."""
     m = _CREMA_RE.match(name)
     if not m or m.group(3) not in CREMA_D_CODES:
         return None
@@ -185,60 +192,6 @@ def _screen(candidates: list[tuple[Path, Clip]], result: LoadResult) -> None:
             result.skipped.append(SkippedFile(str(path), problem))
         else:
             result.clips.append(clip)
-
-
-def load_crema_d(root: Path, manifest: Path | None = None) -> LoadResult:
-    """Official CREMA-D AudioWAV folder; verify sizes/sha256 against `manifest` when given."""
-    root = Path(root)
-    _check_folder(root, "the CREMA-D AudioWAV folder with files like 1001_DFA_ANG_XX.wav")
-    result = LoadResult([])
-    wavs = sorted(root.glob("*.wav"))
-    expected: dict[str, dict[str, str]] = _read_manifest(manifest) if manifest else {}
-    candidates = []
-    for path in wavs:
-        parsed = parse_crema_name(path.name)
-        if parsed is None:
-            result.skipped.append(SkippedFile(str(path), "name is not ActorID_Sentence_Emotion_Level.wav"))
-            continue
-        if expected:
-            row = expected.get(path.name)
-            if row is None:
-                result.skipped.append(SkippedFile(str(path), "not listed in the manifest"))
-                continue
-            mismatch = _manifest_mismatch(path, row)
-            if mismatch:
-                result.skipped.append(SkippedFile(str(path), mismatch))
-                continue
-        candidates.append((path, Clip(path, parsed.emotion, parsed.actor, "crema-d")))
-    if not any(parse_crema_name(p.name) for p in wavs):
-        raise DataError(f"no CREMA-D files in {root} (expected ActorID_Sentence_Emotion_Level.wav, "
-                        "e.g. 1001_DFA_ANG_XX.wav, as in the official AudioWAV folder)")
-    present = {p.name for p in wavs}
-    result.missing = sorted(name for name in expected if name not in present)
-    _screen(candidates, result)
-    return result
-
-
-def _read_manifest(manifest: Path) -> dict[str, dict[str, str]]:
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise DataError(f"manifest {manifest} does not exist (expected a CSV file,actor,...,bytes,sha256)")
-    with open(manifest, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"file", "bytes", "sha256"} <= set(rows[0]):
-        raise DataError(f"manifest {manifest} needs the columns file, bytes and sha256")
-    return {row["file"]: row for row in rows}
-
-
-def _manifest_mismatch(path: Path, row: dict[str, str]) -> str | None:
-    size = path.stat().st_size
-    if row.get("bytes") and int(row["bytes"]) != size:
-        return f"size {size} bytes differs from the manifest's {row['bytes']}"
-    if row.get("sha256"):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != row["sha256"].lower():
-            return "sha256 differs from the manifest"
-    return None
 
 
 def load_emodb(root: Path) -> LoadResult:
@@ -335,6 +288,8 @@ def load_datasets(names: list[str], roots: list[Path], manifest: Path | None = N
     total = LoadResult([])
     for name, root in zip(names, roots):
         if name == "crema-d":
+            from train.crema_d import load_crema_d  # imports this module's types
+
             part = load_crema_d(root, manifest)
         elif name == "emodb":
             part = load_emodb(root)
@@ -345,6 +300,7 @@ def load_datasets(names: list[str], roots: list[Path], manifest: Path | None = N
         total.clips += part.clips
         total.skipped += part.skipped
         total.missing += part.missing
+        total.waves.update(part.waves)
     if require_all_classes:
         counts = class_counts(total.clips)
         absent = [c for c in EMOTIONS if counts[c] == 0]
@@ -374,10 +330,13 @@ def provenance(clips: list[Clip], names: list[str], roots: list[Path]) -> dict:
 
 
 class AudioCache:
-    """Reads clips as float32 mono 16 kHz (soxr resampling), each file once per run."""
+    """Reads clips as float32 mono 16 kHz (soxr resampling), each file once per run.
 
-    def __init__(self) -> None:
-        self._waves: dict[Path, np.ndarray] = {}
+    preloaded: path -> samples a loader already decoded (LoadResult.waves); those are not read again.
+    """
+
+    def __init__(self, preloaded: dict[Path, np.ndarray] | None = None) -> None:
+        self._waves: dict[Path, np.ndarray] = dict(preloaded or {})
 
     def load(self, path: Path) -> np.ndarray:
         """Returns float32 [samples] at 16 kHz."""
@@ -397,3 +356,12 @@ def load_wave_16k(path: Path) -> np.ndarray:
     if rate != SAMPLE_RATE_HZ:
         mono = soxr.resample(mono, rate, SAMPLE_RATE_HZ, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def __getattr__(name: str):
+    """`from train.datasets import load_crema_d` keeps working; it lives in train/crema_d.py."""
+    if name == "load_crema_d":
+        from train.crema_d import load_crema_d
+
+        return load_crema_d
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

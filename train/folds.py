@@ -1,8 +1,13 @@
-"""Speaker-independent folds: no speaker's voice is ever in both training and test data."""
+"""Speaker-independent folds: no speaker's voice is ever in both training and test data.
+
+The assignment is a function of the clip list (speaker, label, sex) and the seed only, so every
+model trained on the same data with the same seed gets the same folds.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +32,62 @@ class Fold:
 
 
 def make_folds(clips: list[Clip], k: int, seed: int) -> list[Fold]:
-    """Stratified (by class) K folds grouped by speaker, reproducible for a seed."""
+    """K folds grouped by speaker, stratified by class, reproducible for a seed.
+
+    When every clip's speaker sex is known (Clip.sex, e.g. CREMA-D with VideoDemographics.csv) the
+    folds are also sex-balanced: each fold gets floor or ceil(n_sex / k) speakers of each sex.
+    Otherwise sklearn's StratifiedGroupKFold (class-stratified only) decides.
+    """
     speakers = sorted({c.speaker for c in clips})
     if k < 2:
         raise DataError(f"--folds must be at least 2 (got {k})")
     if len(speakers) < k:
         raise DataError(f"{k} folds need at least {k} speakers; the data has {len(speakers)}")
-    labels = np.array([EMOTIONS.index(c.label) for c in clips])
-    groups = np.array([c.speaker for c in clips])
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    if all(c.sex for c in clips):
+        owner = _sex_balanced_assignment(clips, k, seed)
+        splits = [([i for i, c in enumerate(clips) if owner[c.speaker] != f],
+                    [i for i, c in enumerate(clips) if owner[c.speaker] == f]) for f in range(k)]
+    else:
+        labels = np.array([EMOTIONS.index(c.label) for c in clips])
+        groups = np.array([c.speaker for c in clips])
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = list(splitter.split(np.zeros(len(clips)), labels, groups))
     folds = []
-    for i, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(clips)), labels, groups)):
+    for i, (train_idx, test_idx) in enumerate(splits):
         folds.append(Fold(i, sorted(map(int, train_idx)), sorted(map(int, test_idx)),
                           sorted({clips[j].speaker for j in test_idx})))
     check_speaker_disjoint(folds, clips)
     return folds
+
+
+def _sex_balanced_assignment(clips: list[Clip], k: int, seed: int) -> dict[str, int]:
+    """speaker -> fold. Speakers are dealt one sex at a time (larger group first) in a seeded order;
+    each goes to a fold with the fewest speakers of its sex, and among those to the one where adding
+    its clips keeps the per-class clip counts most even (least sum of squared class counts)."""
+    per_speaker: dict[str, np.ndarray] = {}
+    sex_of: dict[str, str] = {}
+    for c in clips:
+        per_speaker.setdefault(c.speaker, np.zeros(len(EMOTIONS), dtype=np.int64))[EMOTIONS.index(c.label)] += 1
+        if sex_of.setdefault(c.speaker, c.sex) != c.sex:
+            raise DataError(f"speaker {c.speaker} is listed as both {sex_of[c.speaker]} and {c.sex}")
+    by_sex: dict[str, list[str]] = {}
+    for spk in sorted(per_speaker):
+        by_sex.setdefault(sex_of[spk], []).append(spk)
+    rng = np.random.default_rng(seed)
+    class_counts = np.zeros((k, len(EMOTIONS)), dtype=np.int64)
+    owner: dict[str, int] = {}
+    for sex in sorted(by_sex, key=lambda s: (-len(by_sex[s]), s)):
+        group = by_sex[sex]
+        n_of_sex = np.zeros(k, dtype=np.int64)
+        for j in rng.permutation(len(group)):
+            spk = group[j]
+            open_folds = np.flatnonzero(n_of_sex == n_of_sex.min())
+            cost = [int(np.square(class_counts[f] + per_speaker[spk]).sum()) for f in open_folds]
+            fold = int(open_folds[int(np.argmin(cost))])
+            owner[spk] = fold
+            n_of_sex[fold] += 1
+            class_counts[fold] += per_speaker[spk]
+    return owner
 
 
 def check_speaker_disjoint(folds: list[Fold], clips: list[Clip]) -> None:
@@ -86,15 +132,30 @@ def validation_split(clips: list[Clip], train_idx: list[int], seed: int,
     return fit, val
 
 
+def assignment_fingerprint(speaker_fold: dict[str, int]) -> str:
+    """Short sha256 of the speaker -> fold map: equal fingerprints mean the same folds."""
+    blob = json.dumps(sorted(speaker_fold.items()), separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def folds_record(folds: list[Fold], clips: list[Clip], seed: int) -> dict:
+    """What folds.json holds: speaker -> fold, per-fold speakers / sex / class counts, test files."""
+    speaker_fold = {clips[j].speaker: f.index for f in folds for j in f.test_idx}
+    payload = {"seed": seed, "k": len(folds), "assignment_sha256": assignment_fingerprint(speaker_fold),
+               "speaker_fold": dict(sorted(speaker_fold.items())), "folds": []}
+    for f in folds:
+        test = [clips[j] for j in f.test_idx]
+        sexes: dict[str, int] = {}
+        for spk in f.test_speakers:
+            sex = next(c.sex for c in test if c.speaker == spk) or "unknown"
+            sexes[sex] = sexes.get(sex, 0) + 1
+        payload["folds"].append({
+            "index": f.index, "test_speakers": f.test_speakers, "test_speaker_sex": dict(sorted(sexes.items())),
+            "test_class_counts": {e: sum(c.label == e for c in test) for e in EMOTIONS},
+            "test_files": [str(c.path) for c in test]})
+    return payload
+
+
 def write_folds_json(path: Path, folds: list[Fold], clips: list[Clip], seed: int) -> None:
-    """Record which clip went to which fold (file paths, not indices) for audits and reruns."""
-    payload = {
-        "seed": seed,
-        "k": len(folds),
-        "folds": [
-            {**{k: v for k, v in asdict(f).items() if k not in ("train_idx", "test_idx")},
-             "test_files": [str(clips[j].path) for j in f.test_idx]}
-            for f in folds
-        ],
-    }
-    Path(path).write_text(json.dumps(payload, indent=1))
+    """Record which speaker and clip went to which fold (file paths, not indices) for audits and reruns."""
+    Path(path).write_text(json.dumps(folds_record(folds, clips, seed), indent=1))

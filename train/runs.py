@@ -73,7 +73,8 @@ def load_run_data(spec: RunSpec, functionals: str | None) -> LoadedData:
     counts = result.class_counts()
     _say(f"{len(result.clips)} clips from {len({c.speaker for c in result.clips})} speakers: "
          + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    cache = AudioCache()
+    cache = AudioCache(preloaded=result.waves)  # clips the loader decoded while checking them
+    result.waves = {}  # the cache holds them now; one copy in memory
     waves = [cache.load(c.path) for c in tqdm(result.clips, desc="decoding audio", unit="clip",
                                                disable=not dist_info().is_main)]
     labels = np.array([EMOTIONS.index(c.label) for c in result.clips], dtype=np.int64)
