@@ -62,8 +62,9 @@ def write_fixture(root: Path, heads: int, tiny: bool) -> Path:
 
 
 def _build_classifier(config: str, ensemble: Path):
-    from models.bundle import load_bundle_classifier, read_bundle_json
-    from models.ensemble import EnsembleClassifier, load_ensemble
+    from models.bundle import read_bundle_json
+    from models.ensemble import EnsembleClassifier
+    from models.loader import load_bundle_classifier, load_ensemble
     from models.labels import EMOTIONS
     from models.registry import build_model
     from models.torch_classifier import TorchClassifier

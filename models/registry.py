@@ -1,10 +1,9 @@
 """Model registry: name -> factory, imported lazily.
 
-Two things live here:
-* `build_model(name, **args)` builds a trainable architecture (an nn.Module, or
-  the scikit-learn baseline) from its registry name; `python -m train` uses it.
-* `load_classifier(path)` turns a trained bundle folder (single model, SVM or
-  ensemble) into a `Classifier`; the engine uses it.
+`build_model(name, **args)` builds a trainable architecture (an nn.Module, or
+the scikit-learn baseline) from its registry name; `python -m train` uses it.
+Trained folders are loaded by models/loader.py (`load_classifier`), which
+builds through this registry; the registry imports no other VED module.
 
 Unknown names raise `UnknownModelError`, whose message lists the choices.
 """
@@ -73,15 +72,6 @@ def build_model(name: str, **args: Any) -> Any:
     """Build an untrained model by registry name; `args` override the entry's defaults."""
     spec = get_spec(name)
     return spec.resolve()(**{**spec.defaults, **args})
-
-
-def load_classifier(path: str, device: str | None = None, backbone_dir: str | None = None) -> Any:
-    """Load any trained bundle folder (single, SVM or ensemble) as a warmed-up Classifier.
-
-    backbone_dir: pretrained-backbone folder on this machine, for WavLM / Wav2Vec2 heads."""
-    from models.bundle import load_bundle_classifier
-
-    return load_bundle_classifier(path, device=device, backbone_dir=backbone_dir)
 
 
 for _spec in (

@@ -57,10 +57,10 @@ def resolve_bundle_dir(spec: str | os.PathLike | None) -> Path:
 def load_model(spec: str | os.PathLike | None, compute: str = "auto",
                backbone_dir: str | None = None) -> Classifier:
     """Load a bundle or ensemble folder as a warmed-up Classifier; raises BundleError (one line)."""
-    from models.bundle import load_bundle_classifier
+    from models.loader import load_classifier
 
     folder = resolve_bundle_dir(spec)
-    return load_bundle_classifier(folder, device=torch_device(compute), backbone_dir=backbone_dir)
+    return load_classifier(folder, device=torch_device(compute), backbone_dir=backbone_dir)
 
 
 def primary_loader(primary_dir: str | os.PathLike, compute: str = "auto",

@@ -164,3 +164,103 @@ def test_two_hour_timeline_reloads_completely_and_leaves_the_collector_on(tmp_pa
     with pytest.raises(TimelineError):
         load_timeline(tmp_path / "bad.jsonl")
     assert gc.isenabled()
+
+
+# ---------------------------------------------------------------- durability and never overwriting
+def test_every_line_is_flushed_then_fsynced_once(tmp_path, monkeypatch):
+    """One fsync per line, each after the line reached the file (a missing flush would fsync an
+    empty kernel buffer while the line still sits in Python's)."""
+    import realtime.timeline as timeline
+
+    path = tmp_path / "s.jsonl"
+    seen: list[int] = []
+    real_fsync = timeline.os.fsync
+
+    def counting_fsync(fd):
+        seen.append(len(path.read_bytes().splitlines()))   # what another reader sees right now
+        real_fsync(fd)
+
+    monkeypatch.setattr(timeline.os, "fsync", counting_fsync)
+    preds = write_session(path)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 + 1 + len(preds) + 1 + 1         # header, status, predictions, drops, summary
+    assert seen == list(range(1, len(lines) + 1))
+
+
+def test_an_existing_timeline_is_never_overwritten(tmp_path):
+    path = tmp_path / "s.jsonl"
+    write_session(path)
+    before = path.read_bytes()
+    with pytest.raises(TimelineError, match="already exists; VED never overwrites"):
+        TimelineWriter(path, {})
+    (tmp_path / "link.jsonl").symlink_to(path)
+    with pytest.raises(TimelineError, match="already exists"):
+        TimelineWriter(tmp_path / "link.jsonl", {})
+    assert path.read_bytes() == before
+
+
+def test_the_writer_holds_an_exclusive_lock_until_closed(tmp_path):
+    from realtime.files import create_exclusively, is_locked
+
+    path = tmp_path / "s.jsonl"
+    writer = TimelineWriter(path, {})
+    assert is_locked(path)
+    writer.close()
+    assert not is_locked(path)
+    with pytest.raises(FileExistsError):        # O_EXCL: a second session cannot even open it
+        create_exclusively(path)
+
+
+def test_export_never_writes_onto_its_source_or_a_foreign_file(tmp_path):
+    path = tmp_path / "s.jsonl"
+    write_session(path)
+    before = path.read_bytes()
+    session = load_timeline(path)
+    with pytest.raises(TimelineError, match="is the timeline itself"):
+        export_csv(session, path)
+    (tmp_path / "alias.jsonl").symlink_to(path)
+    with pytest.raises(TimelineError, match="is the timeline itself"):
+        export_csv(session, tmp_path / "alias.jsonl")
+    other = tmp_path / "notes.csv"
+    other.write_text("my own notes\n")
+    with pytest.raises(TimelineError, match="is not a VED CSV export"):
+        export_csv(session, other)
+    assert path.read_bytes() == before and other.read_text() == "my own notes\n"
+    out = tmp_path / "s.csv"
+    assert export_csv(session, out) == export_csv(session, out) == len(session.predictions)   # re-export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.jsonl", "notes.csv", "s.csv", "s.jsonl"]
+
+
+def test_a_failing_export_leaves_the_earlier_export_whole(tmp_path, monkeypatch):
+    import realtime.files as files
+
+    path = tmp_path / "s.jsonl"
+    write_session(path)
+    out = tmp_path / "s.csv"
+    export_csv(load_timeline(path), out)
+    before = out.read_bytes()
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+    with pytest.raises(TimelineError, match="No space left"):
+        export_csv(load_timeline(path), out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.jsonl"]   # no temporary file left
+
+
+@pytest.mark.parametrize("field,value", [("start_s", "0.5"), ("end_s", None), ("probs", [0.5, 0.5]),
+                                         ("probs", {"anger": "high"}), ("label", 3), ("latency_ms", True),
+                                         ("kind", "final"), ("label", "boredom"), ("start_s", 1e999)])
+def test_malformed_prediction_lines_are_skipped_counted_and_the_rest_exported(tmp_path, field, value):
+    path = tmp_path / "s.jsonl"
+    preds = write_session(path)
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[3])
+    record[field] = value
+    lines[3] = json.dumps(record)        # json writes 1e999 as Infinity, which the reader parses
+    path.write_text("\n".join(lines) + "\n")
+    session = load_timeline(path)
+    assert session.torn_lines == 1 and session.predictions == preds[:1] + preds[2:]
+    assert export_csv(session, tmp_path / "s.csv") == len(preds) - 1

@@ -36,7 +36,7 @@ def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size
     a train.runs.RunSpec naming the datasets). Returns and writes the robustness.json payload."""
     from tqdm import tqdm
 
-    from models.registry import load_classifier
+    from models.loader import load_classifier
     from train.runs import load_run_data
 
     run_dir = Path(run_dir)

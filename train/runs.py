@@ -275,7 +275,7 @@ def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalR
     """Score a bundle (or ensemble folder) on a dataset; writes metrics.json + confusion.png to out_dir."""
     from tqdm import tqdm
 
-    from models.registry import load_classifier
+    from models.loader import load_classifier
 
     classifier = load_classifier(str(bundle_dir), device=None if spec.train.device == "auto" else spec.train.device)
     loaded = load_run_data(spec, functionals=None)
