@@ -105,3 +105,15 @@ def test_deterministic_and_reset():
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         FallbackPolicyConfig(**kwargs)
+
+
+def test_a_deep_queue_blocks_recovery_even_with_fast_probes():
+    """Fast probes alone must not bring the primary back while utterances pile up: recovery needs
+    the queue at most half the depth limit (8 // 2 = 4)."""
+    policy = FallbackPolicy(CFG)
+    used, switches = run(policy, lambda i: 500.0, 5)
+    assert [s.to_model for s in switches] == [FALLBACK]
+    used, switches = run(policy, lambda i: 50.0, 40, depth=5)          # fast probes, deep queue
+    assert switches == [] and used.count(PRIMARY) == 10                 # only the probes ran on the primary
+    used, switches = run(policy, lambda i: 50.0, 12, depth=4)           # the queue drained to the limit
+    assert [s.to_model for s in switches] == [PRIMARY] and "recovered" in switches[0].reason
