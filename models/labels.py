@@ -25,10 +25,27 @@ LABEL_ALIASES: dict[str, str] = {
     **{name: name for name in EMOTIONS},
     "angry": "anger", "happiness": "happy", "sadness": "sad", "fearful": "fear",
     "disgusted": "disgust", "ang": "anger", "dis": "disgust", "fea": "fear",
-    "hap": "happy", "neu": "neutral",
+    "hap": "happy", "neu": "neutral", "joy": "happy",
+}
+# "calm" (RAVDESS, some CSVs) is not neutral speech by default; it maps only when the user
+# says so (--calm-as-neutral).
+CALM_LABEL = "calm"
+# SAVEE file-name prefix -> CREMA-D class; "su" (surprise) has none.
+SAVEE_CODES: dict[str, str] = {
+    "a": "anger", "d": "disgust", "f": "fear", "h": "happy", "n": "neutral", "sa": "sad",
+}
+# IEMOCAP EmoEvaluation category -> CREMA-D class, the usual 4-class convention
+# (excited merged into happy); frustration, surprise, other and xxx have none.
+IEMOCAP_CODES: dict[str, str] = {
+    "ang": "anger", "hap": "happy", "exc": "happy", "neu": "neutral", "sad": "sad",
 }
 
 
-def normalise_label(raw: str) -> str | None:
-    """Map a free-text label to a CREMA-D class name, or None when it has none."""
-    return LABEL_ALIASES.get(raw.strip().lower())
+def normalise_label(raw: str, calm_as_neutral: bool = False) -> str | None:
+    """Map a free-text label to a CREMA-D class name, or None when it has none.
+
+    calm_as_neutral: map "calm" to neutral (off by default: calm is a class of its own)."""
+    key = raw.strip().lower()
+    if key == CALM_LABEL:
+        return "neutral" if calm_as_neutral else None
+    return LABEL_ALIASES.get(key)

@@ -56,7 +56,7 @@ def test_dataset_name_lists():
     assert parse_dataset_names(["emodb+ravdess"]) == ["emodb", "ravdess"]
     assert parse_dataset_names(["emodb,ravdess", "csv"]) == ["emodb", "ravdess", "csv"]
     with pytest.raises(DataError, match="unknown dataset"):
-        parse_dataset_names(["iemocap"])
+        parse_dataset_names(["msp-podcast"])
 
 
 @pytest.fixture()

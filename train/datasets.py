@@ -8,6 +8,7 @@ Supported layouts:
   boredom is dropped.
 * ``ravdess``: ``MM-VC-EM-IN-ST-RE-AC.wav`` names; calm and surprised are dropped.
 * ``csv``: a CSV file (or a folder holding ``labels.csv``) with columns ``file,label,speaker``.
+* ``tess``, ``savee``, ``iemocap``: the layouts those corpora ship in; see train/corpora.py.
 
 Unusable audio (Git LFS pointers, non-RIFF files, truncated or undecodable clips, silence) is
 skipped and listed with a reason, never fed to training.
@@ -28,7 +29,7 @@ from models.labels import (CREMA_D_CODES, EMODB_CODES, EMOTIONS, RAVDESS_CODES,
                            normalise_label)
 
 SAMPLE_RATE_HZ = 16_000
-DATASET_NAMES = ("crema-d", "emodb", "ravdess", "csv")
+DATASET_NAMES = ("crema-d", "emodb", "ravdess", "csv", "tess", "savee", "iemocap")
 LFS_MAGIC = b"version https://git-lfs"
 SILENCE_RMS_FLOOR = 1e-4  # about -80 dBFS: digital silence or a dead microphone
 
@@ -65,6 +66,7 @@ class LoadResult:
     clips: list[Clip]
     skipped: list[SkippedFile] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    unmapped_labels: list[str] = field(default_factory=list)  # csv: raw label of each row with no class
     waves: dict[Path, np.ndarray] = field(default_factory=dict)
 
     def class_counts(self) -> dict[str, int]:
@@ -126,12 +128,14 @@ def parse_emodb_name(name: str) -> EmodbName | None:
     return EmodbName(m.group(1), m.group(2), EMODB_CODES.get(m.group(3)), m.group(4))
 
 
-def parse_ravdess_name(name: str) -> RavdessName | None:
-    """'03-01-05-01-01-01-01.wav' -> RavdessName(actor '01', 'anger', ...)."""
+def parse_ravdess_name(name: str, calm_as_neutral: bool = False) -> RavdessName | None:
+    """'03-01-05-01-01-01-01.wav' -> RavdessName(actor '01', 'anger', ...); calm (02) is neutral
+    only with calm_as_neutral."""
     m = _RAVDESS_RE.match(name)
     if not m:
         return None
-    return RavdessName(m.group(7), RAVDESS_CODES.get(m.group(3)), m.group(4), m.group(5), m.group(6))
+    emotion = "neutral" if calm_as_neutral and m.group(3) == "02" else RAVDESS_CODES.get(m.group(3))
+    return RavdessName(m.group(7), emotion, m.group(4), m.group(5), m.group(6))
 
 
 # ------------------------------------------------------------------ audio checks
@@ -228,14 +232,14 @@ def load_emodb(root: Path) -> LoadResult:
     return result
 
 
-def load_ravdess(root: Path) -> LoadResult:
+def load_ravdess(root: Path, calm_as_neutral: bool = False) -> LoadResult:
     """RAVDESS files anywhere below `root` (Actor_XX folders or flat)."""
     root = Path(root)
     _check_folder(root, "a RAVDESS folder with files like 03-01-05-01-01-01-01.wav")
     result = LoadResult([])
     candidates = []
     for path in sorted(root.rglob("*.wav")):
-        parsed = parse_ravdess_name(path.name)
+        parsed = parse_ravdess_name(path.name, calm_as_neutral)
         if parsed is None:
             result.skipped.append(SkippedFile(str(path), "name is not a RAVDESS MM-VC-EM-IN-ST-RE-AC.wav name"))
         elif parsed.emotion is not None:
@@ -246,8 +250,10 @@ def load_ravdess(root: Path) -> LoadResult:
     return result
 
 
-def load_csv(root: Path) -> LoadResult:
-    """A CSV with columns file,label,speaker (file relative to the CSV's folder), or a folder holding labels.csv."""
+def load_csv(root: Path, calm_as_neutral: bool = False) -> LoadResult:
+    """A CSV with columns file,label,speaker (file relative to the CSV's folder), or a folder holding labels.csv.
+
+    Labels go through models.labels.normalise_label (angry/anger, joy/happiness/happy ...)."""
     root = Path(root)
     table = root / "labels.csv" if root.is_dir() else root
     if not table.is_file():
@@ -260,8 +266,9 @@ def load_csv(root: Path) -> LoadResult:
     candidates = []
     for row in rows:
         path = table.parent / row["file"]
-        label = normalise_label(row["label"])
+        label = normalise_label(row["label"], calm_as_neutral)
         if label is None:
+            result.unmapped_labels.append(row["label"])
             result.skipped.append(SkippedFile(str(path), f"label {row['label']!r} is not one of {EMOTIONS}"))
         elif not path.is_file():
             result.missing.append(str(path))
@@ -281,8 +288,10 @@ def parse_dataset_names(values: list[str]) -> list[str]:
 
 
 def load_datasets(names: list[str], roots: list[Path], manifest: Path | None = None,
-                  require_all_classes: bool = True) -> LoadResult:
-    """Load and concatenate several datasets (names[i] lives in roots[i])."""
+                  require_all_classes: bool = True, calm_as_neutral: bool = False) -> LoadResult:
+    """Load and concatenate several datasets (names[i] lives in roots[i]).
+
+    calm_as_neutral: RAVDESS calm and CSV "calm" labels count as neutral (otherwise dropped)."""
     if len(names) != len(roots):
         raise DataError(f"got {len(names)} dataset name(s) but {len(roots)} --data folder(s); give one folder per dataset")
     total = LoadResult([])
@@ -294,12 +303,17 @@ def load_datasets(names: list[str], roots: list[Path], manifest: Path | None = N
         elif name == "emodb":
             part = load_emodb(root)
         elif name == "ravdess":
-            part = load_ravdess(root)
+            part = load_ravdess(root, calm_as_neutral)
+        elif name == "csv":
+            part = load_csv(root, calm_as_neutral)
         else:
-            part = load_csv(root)
+            from train.corpora import load_corpus  # tess, savee, iemocap; imports this module's types
+
+            part = load_corpus(name, root)
         total.clips += part.clips
         total.skipped += part.skipped
         total.missing += part.missing
+        total.unmapped_labels += part.unmapped_labels
         total.waves.update(part.waves)
     if require_all_classes:
         counts = class_counts(total.clips)
