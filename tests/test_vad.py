@@ -10,7 +10,7 @@ import soundfile as sf
 
 from realtime.resample import resample_to_16k
 from realtime.source import AudioBlock
-from realtime.types import SpeechEnded, SpeechStarted, Utterance
+from realtime.types import SpeechEnded, SpeechResumed, SpeechStarted, Utterance, UtteranceFixed
 from realtime.vad import Segmenter, SegmenterConfig
 
 RATE = 16_000
@@ -31,13 +31,17 @@ def energy_bounds_s(clip: np.ndarray) -> tuple[float, float]:
     return voiced[0] * hop / RATE, (voiced[-1] + 1) * hop / RATE
 
 
-def run(audio: np.ndarray, cfg: SegmenterConfig | None = None, block: int | None = None):
+def run(audio: np.ndarray, cfg: SegmenterConfig | None = None, block: int | None = None,
+        speculation_events: bool = False):
+    """All events of one pass; without the speculation hints (UtteranceFixed, SpeechResumed,
+    tested in tests/test_speculative.py) unless speculation_events."""
     seg = Segmenter(cfg)
     step = block or len(audio)
     events = []
     for i in range(0, len(audio), step):
         events.extend(seg.push(audio[i:i + step]))
-    return events + seg.flush()
+    events += seg.flush()
+    return events if speculation_events else [e for e in events if not isinstance(e, (UtteranceFixed, SpeechResumed))]
 
 
 def utterances(events) -> list[Utterance]:
@@ -147,10 +151,10 @@ def test_odd_block_sizes_give_identical_events(emodb_clips):
     def key(events):
         return [(type(e).__name__, getattr(e, "start_s", None), getattr(e, "end_s", None),
                  getattr(e, "audio", np.zeros(0)).tobytes()) for e in events]
-    reference = key(run(audio))
+    reference = key(run(audio, speculation_events=True))
     assert len(reference) >= 3
     for block in (7, 37, 160, 479, 4_001):
-        assert key(run(audio, block=block)) == reference
+        assert key(run(audio, block=block, speculation_events=True)) == reference
 
 
 def test_int16_and_float_input_agree_and_in_speech_flag(espeak_wav):
@@ -178,7 +182,8 @@ def test_clock_jump_in_audio_blocks_ends_utterance(espeak_wav):
 
 @pytest.mark.parametrize("bad", [dict(aggressiveness=4), dict(frame_ms=25), dict(sample_rate_hz=22_050),
                                  dict(speech_start_frames=9), dict(tail_ms=700),
-                                 dict(max_utterance_ms=100), dict(min_speech_dbfs=3.0)])
+                                 dict(max_utterance_ms=100), dict(min_speech_dbfs=3.0),
+                                 dict(hangover_ms=10**30), dict(max_utterance_ms=10**12)])
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         dataclasses.replace(SegmenterConfig(), **bad)
@@ -195,3 +200,21 @@ def test_cut_during_hangover_leaves_no_empty_continuation(espeak_wav):
     assert cut.cut_at_max and cut.start_s == plain.start_s
     assert cut.end_s == pytest.approx(plain.start_s + max_ms / 1000)
     assert events[2].start_s == pytest.approx(cut.end_s) and events[3].end_s == pytest.approx(cut.end_s)
+
+
+@pytest.mark.parametrize("piece_ms", [100, 190, 280])
+def test_sentence_running_just_past_the_max_length_keeps_its_tail(emodb_clips, piece_ms):
+    """A sentence that runs 100-290 ms past max_utterance_ms: the piece after the cut is shorter
+    than min_utterance_ms (300 ms) but continues a cut utterance, so it is kept; the pieces add up
+    to the uncut utterance, sample for sample."""
+    audio = np.concatenate([np.zeros(RATE, np.float32), emodb_clips[0], np.zeros(RATE, np.float32)])
+    (plain,) = utterances(run(audio))
+    max_ms = int(round(((plain.end_s - plain.start_s) * 1000 - piece_ms) / 30)) * 30
+    events = [e for e in run(audio, SegmenterConfig(max_utterance_ms=max_ms))
+              if isinstance(e, (SpeechStarted, Utterance, SpeechEnded))]
+    assert [type(e) for e in events] == [SpeechStarted, Utterance, SpeechStarted, Utterance, SpeechEnded]
+    first, rest = events[1], events[3]
+    assert first.cut_at_max and not rest.cut_at_max
+    assert (first.start_s, rest.end_s) == (pytest.approx(plain.start_s), pytest.approx(plain.end_s))
+    assert rest.end_s - rest.start_s == pytest.approx(piece_ms / 1000, abs=0.016)
+    np.testing.assert_array_equal(np.concatenate([first.audio, rest.audio]), plain.audio)
