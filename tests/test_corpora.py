@@ -76,7 +76,7 @@ def test_tess_layout(tess_root):
     assert "truncated" in skipped["YAF_lot_sad.wav"]
     # pleasant surprise is dropped by design: neither a clip nor a skipped file
     assert not any("_ps" in c.path.name for c in result.clips) and not any("_ps" in n for n in skipped)
-    assert all(len(line.splitlines()) == 1 for line in result.skip_report().splitlines())
+    assert {c.sex for c in result.clips} == {"female"}
 
 
 def test_tess_flat_folder_and_empty_folder(tmp_path):
@@ -117,6 +117,7 @@ def test_savee_layout(savee_root):
     assert "truncated" in skipped["d01.wav"]
     assert "not a SAVEE" in skipped["x01.wav"] and "not a SAVEE" in skipped["happy01.wav"]
     assert "no speaker" in skipped["a02.wav"]
+    assert {c.sex for c in result.clips} == {"male"}
 
 
 # ------------------------------------------------------------------ IEMOCAP
@@ -162,6 +163,9 @@ def test_iemocap_layout(iemocap_root):
                    ("Ses01F_impro01_M006", "happy", "iemocap-Ses01M"),
                    ("Ses02M_script01_1_F000", "sad", "iemocap-Ses02F"),  # speaker from the turn, not the dialog
                    ("Ses02M_script01_1_M001", "sad", "iemocap-Ses02M")}
+    assert {(c.speaker, c.sex) for c in result.clips} == {
+        ("iemocap-Ses01F", "female"), ("iemocap-Ses01M", "male"), ("iemocap-Ses02F", "female"),
+        ("iemocap-Ses02M", "male")}
     assert [Path(m).name for m in result.missing] == ["Ses01F_impro01_M003.wav"]
     skipped = {Path(s.path).name: s.reason for s in result.skipped}
     assert set(skipped) == {"Ses01F_impro01.txt:19", "Ses01F_impro01_F004.wav"}  # F002 (frustration) dropped

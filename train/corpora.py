@@ -6,12 +6,13 @@ surprise, IEMOCAP frustration/surprise/fear/disgust/other); files whose name or 
 follow the corpus convention, or disagrees with its folder, are skipped with one line each.
 
 * ``tess``: ``OAF_word_emotion.wav`` / ``YAF_word_emotion.wav`` in speaker_emotion folders
-  (``OAF_angry/OAF_back_angry.wav``); the two speakers are OAF and YAF.
+  (``OAF_angry/OAF_back_angry.wav``); the two speakers are OAF and YAF, both women.
 * ``savee``: ``DC/a01.wav`` (speaker folders DC, JE, JK, KL; codes a, d, f, h, n, sa, su) or the
-  flat ``DC_a01.wav`` variant.
+  flat ``DC_a01.wav`` variant; all four speakers are men.
 * ``iemocap``: ``Session1..5/dialog/EmoEvaluation/*.txt`` label files and
   ``Session*/sentences/wav/<dialog>/<turn>.wav``; ang, hap+exc, neu, sad are kept. A speaker is a
-  session and a sex (``Ses01F_impro01_M003`` is the male actor of session 1).
+  session and a sex (``Ses01F_impro01_M003`` is the male actor of session 1), so folds can be
+  sex-balanced.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def load_tess(root: Path) -> LoadResult:
                                                   f"{path.parent.name} says otherwise (mislabelled?)"))
                 continue
         if emotion is not None:
-            candidates.append((path, Clip(path, emotion, f"tess-{speaker}", "tess")))
+            candidates.append((path, Clip(path, emotion, f"tess-{speaker}", "tess", sex="female")))
     if not candidates:
         raise DataError(f"no TESS clips in {root} (expected OAF_angry/OAF_back_angry.wav, YAF_sad/YAF_bite_sad.wav ...)")
     _screen(candidates, result)
@@ -95,7 +96,7 @@ def load_savee(root: Path) -> LoadResult:
                                               "or a name such as DC_a01.wav"))
             continue
         if code in SAVEE_CODES:
-            candidates.append((path, Clip(path, SAVEE_CODES[code], f"savee-{speaker}", "savee")))
+            candidates.append((path, Clip(path, SAVEE_CODES[code], f"savee-{speaker}", "savee", sex="male")))
     if not candidates:
         raise DataError(f"no SAVEE clips in {root} (expected DC/a01.wav, JE/sa03.wav ... or DC_a01.wav)")
     _screen(candidates, result)
@@ -151,7 +152,7 @@ def load_iemocap(root: Path) -> LoadResult:
                     result.missing.append(str(wav))
                     continue
                 candidates.append((wav, Clip(wav, label, f"iemocap-Ses{speaker.group(1)}{speaker.group(2)}",
-                                             "iemocap")))
+                                             "iemocap", sex="female" if speaker.group(2) == "F" else "male")))
         for wav in sorted((session / "sentences" / "wav").glob("*/*.wav")):
             if not wav.name.startswith("._") and wav.stem not in labelled:
                 result.skipped.append(SkippedFile(str(wav), "no label for this turn in dialog/EmoEvaluation"))
