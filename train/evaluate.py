@@ -70,6 +70,38 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], labels: tuple[str, ...] 
     )
 
 
+@dataclass(frozen=True)
+class PresentClassEval:
+    """Scores of a set that holds only some of the classes (e.g. IEMOCAP's four).
+
+    restricted: predictions are the argmax over the scored classes only; its labels are `scored`.
+    six_way: the unrestricted argmax over every class, so its confusion shows clips that went to
+    a class the set does not have.
+    """
+
+    scored: tuple[str, ...]
+    restricted: EvalResult
+    six_way: EvalResult
+
+
+def score_present_classes(y_true: Sequence[int], probs: np.ndarray,
+                          labels: tuple[str, ...] = EMOTIONS) -> PresentClassEval:
+    """Score probabilities [N, len(labels)] on the classes that occur in y_true (indices into labels).
+
+    With every class present, restricted and six_way are the same scores."""
+    t = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs)
+    present = np.unique(t)
+    if present.size < 2:
+        raise ValueError(f"scoring needs clips of at least two classes, got only {[labels[i] for i in present]}")
+    restricted_pred = present[probs[:, present].argmax(1)]
+    position = np.full(len(labels), -1, dtype=np.int64)
+    position[present] = np.arange(present.size)
+    scored = tuple(labels[i] for i in present)
+    return PresentClassEval(scored, score(position[t], position[restricted_pred], scored),
+                            score(t, probs.argmax(1), labels))
+
+
 def summarise_folds(results: list[EvalResult]) -> dict:
     """Mean and (population) std over folds of macro-F1, accuracy, UAR and per-class F1."""
     def stats(values: list[float]) -> dict:

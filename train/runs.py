@@ -17,7 +17,7 @@ from models.labels import EMOTIONS
 from models.registry import get_spec
 from train.datasets import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
 from train.distributed import barrier, dist_info
-from train.evaluate import EvalResult, score, summarise_folds
+from train.evaluate import EvalResult, score, score_present_classes, summarise_folds
 from train.folds import make_folds, validation_split, write_folds_json
 from train.loop import ClipData, TrainConfig, predict_proba, train_model
 from train.reports import comparison_table, plot_confusion, plot_learning_curves, write_json
@@ -40,6 +40,7 @@ class RunSpec:
     resume: bool = False
     cache_dir: Path | None = None
     command: str = ""
+    calm_as_neutral: bool = False  # RAVDESS / CSV "calm" counts as neutral (otherwise dropped)
 
 
 @dataclass
@@ -62,12 +63,18 @@ def _say(msg: str) -> None:
         print(msg, flush=True)
 
 
-def load_run_data(spec: RunSpec, functionals: str | None) -> LoadedData:
+def load_run_data(spec: RunSpec, functionals: str | None, partial_classes: bool = False) -> LoadedData:
     """Load, screen and decode every clip (16 kHz float32), plus the openSMILE functionals of
-    set `functionals` ("eGeMAPSv02", "ComParE_2016") when it is not None."""
+    set `functionals` ("eGeMAPSv02", "ComParE_2016") when it is not None.
+
+    partial_classes: accept a set holding only some of the classes (evaluate); it still needs
+    two classes or more and labels that all map to a class (checked before any decoding)."""
     from tqdm import tqdm
 
-    result = load_datasets(spec.datasets, spec.data_dirs, spec.manifest)
+    result = load_datasets(spec.datasets, spec.data_dirs, spec.manifest, require_all_classes=not partial_classes,
+                           calm_as_neutral=spec.calm_as_neutral)
+    if partial_classes:
+        _check_scorable(result)
     if result.skipped or result.missing:
         _say(result.skip_report())
     counts = result.class_counts()
@@ -94,6 +101,21 @@ def load_run_data(spec: RunSpec, functionals: str | None) -> LoadedData:
             egemaps = functionals_batch(waves, functionals, progress=dist_info().is_main)
         egemaps = np.asarray(egemaps, dtype=np.float32)
     return LoadedData(result.clips, ClipData(waves, labels, egemaps), result)
+
+
+def _check_scorable(result: LoadResult) -> None:
+    """Raise DataError (one line) unless every label mapped to a class and two classes or more occur."""
+    if result.unmapped_labels:
+        raw = sorted(set(result.unmapped_labels))
+        counts = ", ".join(f"{r!r} ({result.unmapped_labels.count(r)} clips)" for r in raw)
+        hint = "pass --calm-as-neutral to score calm as neutral, or " if any(r.strip().lower() == "calm" for r in raw) \
+            else ""
+        raise DataError(f"label(s) {counts} do not map to {', '.join(EMOTIONS)} (nor their usual spellings); "
+                        f"{hint}drop those rows")
+    present = [c for c, n in result.class_counts().items() if n]
+    if len(present) < 2:
+        have = f"only {present[0]}" if present else "none"
+        raise DataError(f"scoring needs usable clips of at least two classes; this set has {have}")
 
 
 def _functionals_set(spec: RunSpec) -> str | None:
@@ -278,17 +300,37 @@ def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalR
     from models.loader import load_classifier
 
     classifier = load_classifier(str(bundle_dir), device=None if spec.train.device == "auto" else spec.train.device)
-    loaded = load_run_data(spec, functionals=None)
+    loaded = load_run_data(spec, functionals=None, partial_classes=True)
     probs = []
     for start in tqdm(range(0, len(loaded.data.waves), batch_size), desc="evaluating", unit="batch"):
         probs.append(classifier.predict(loaded.data.waves[start:start + batch_size]))
-    pred = np.concatenate(probs).argmax(1)
-    result = score(loaded.data.labels, pred)
+    scores = score_present_classes(loaded.data.labels, np.concatenate(probs), EMOTIONS)
+    result, absent = scores.restricted, [c for c in EMOTIONS if c not in scores.scored]
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"model": str(bundle_dir), "eval": result.to_dict(), "split": "evaluate",
+                                      "scored_classes": list(scores.scored), "six_way": scores.six_way.to_dict(),
                                       "data": provenance(loaded.clips, spec.datasets, spec.data_dirs)})
-    plot_confusion(result, out / "confusion.png", f"{Path(bundle_dir).name} on {'+'.join(spec.datasets)}")
+    title = f"{Path(bundle_dir).name} on {'+'.join(spec.datasets)}"
+    plot_confusion(result, out / "confusion.png", title)
+    print(f"scored classes: {', '.join(scores.scored)}"
+          + (f" ({len(scores.scored)} of {len(EMOTIONS)}; predictions restricted to these; not in the set: "
+             f"{', '.join(absent)})" if absent else ""))
     print(f"macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}, UAR {result.uar:.3f} "
           f"on {result.n} clips -> {out}")
+    if absent:
+        plot_confusion(scores.six_way, out / "confusion_six_way.png", f"{title}, unrestricted")
+        print(_six_way_table(scores.six_way, scores.scored))
     return result
+
+
+def _six_way_table(six_way: EvalResult, scored: tuple[str, ...]) -> str:
+    """The unrestricted confusion as text: one row per scored class, one column per model class."""
+    width = max(len(c) for c in six_way.labels) + 1
+    lines = [f"unrestricted {len(six_way.labels)}-way confusion (rows: true class, columns: argmax over all "
+             f"classes); accuracy {six_way.accuracy:.3f}",
+             " " * width + "".join(f"{c[:7]:>8}" for c in six_way.labels)]
+    for i, true in enumerate(six_way.labels):
+        if true in scored:
+            lines.append(f"{true:<{width}}" + "".join(f"{n:>8}" for n in six_way.confusion[i]))
+    return "\n".join(lines)
