@@ -32,11 +32,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(DATASET_NAMES)}; repeat or join with ',' or '+' to combine "
                         "(e.g. emodb+ravdess with two --data folders)")
     g.add_argument("--manifest", type=Path, metavar="CSV",
-                   help="crema-d only: audio_manifest.csv (file,actor,...,bytes,sha256) to verify sizes/sha256 "
-                        "and list missing files")
-    g.add_argument("--calm-as-neutral", action="store_true",
-                   help="count calm as neutral (RAVDESS calm, csv label 'calm'); otherwise RAVDESS calm is dropped "
-                        "and a csv 'calm' label has no class (skipped; an error for evaluate)")
+                   help="crema-d only: audio_manifest.csv (official AudioWAV: file sizes and sha256) or "
+                        "flac_manifest.csv (AudioFLAC or AudioWAV: sha256 of the decoded int16 samples); clips that "
+                        "do not match are skipped with one line each, listed-but-absent files are reported")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to compute; auto = cuda when available (default auto)")
     g.add_argument("--threads", type=int, metavar="N",
@@ -50,10 +48,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument passed to build_model; VALUE is JSON (3, 0.2, true, \"x\"), "
                         "plain text otherwise; repeatable")
-    g.add_argument("--backbone", "--backbone-dir", dest="backbone", metavar="DIR|HUB_ID",
-                   help="pretrained WavLM/Wav2Vec2 (model arg backbone_dir): a local folder, or a hub id such as "
-                        "microsoft/wavlm-base-plus read from the Hugging Face cache (downloaded once when online "
-                        "and HF_HUB_OFFLINE is unset); --backbone-dir is the same option")
+    g.add_argument("--backbone-dir", type=Path, metavar="DIR",
+                   help="local pretrained WavLM/Wav2Vec2 folder (model arg backbone_dir); never downloaded")
     t = p.add_argument_group("training (unset options take the model's recipe from train/recipes.py)")
     t.add_argument("--loss", choices=("ce", "focal"), help="cross-entropy or focal loss (class-weighted)")
     t.add_argument("--focal-gamma", type=float, metavar="G", help="focal loss exponent (0 = cross-entropy)")
@@ -117,15 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="noise colour (default pink, close to room and fan noise)")
     rob.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
     rep = sub.add_parser("report", help="markdown table comparing run folders (egemaps-svm row = reference)")
-    rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="cv or fit run folders")
-    rep.add_argument("--out", type=Path, metavar="FILE", help="also write the table to this markdown file")
+    rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                     help="cv or fit run folders; a cv run with only some folds finished is a row marked partial")
+    rep.add_argument("--out", type=Path, metavar="FILE",
+                     help="also write the table to this markdown file; if the file has <!-- report:begin --> and "
+                          "<!-- report:end --> lines, only the text between them is replaced")
     return parser
 
 
-def parse_model_args(pairs: list[str], backbone: str | None) -> dict[str, Any]:
-    """['dropout=0.2', 'pooling=mean'] -> {'dropout': 0.2, 'pooling': 'mean'}.
-
-    backbone: a folder or hub id (--backbone), resolved to a checked local folder (backbone_dir)."""
+def parse_model_args(pairs: list[str], backbone_dir: Path | None) -> dict[str, Any]:
+    """['dropout=0.2', 'pooling=mean'] -> {'dropout': 0.2, 'pooling': 'mean'}."""
     args: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -135,10 +132,10 @@ def parse_model_args(pairs: list[str], backbone: str | None) -> dict[str, Any]:
             args[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             args[key.strip()] = value
-    if backbone is not None:
-        from models.hub import resolve_backbone
-
-        args["backbone_dir"] = str(resolve_backbone(backbone))
+    if backbone_dir is not None:
+        if not backbone_dir.is_dir():
+            raise ValueError(f"--backbone-dir {backbone_dir} is not a folder")
+        args["backbone_dir"] = str(backbone_dir)
     return args
 
 
@@ -161,8 +158,7 @@ def spec_from_args(ns: argparse.Namespace):
         raise ValueError(f"--val-fraction must be at least 0 and below 1, got {ns.val_fraction}")
     names = parse_dataset_names(ns.dataset)
     return RunSpec(datasets=names, data_dirs=list(ns.data), model=ns.model, out_dir=ns.out, train=cfg,
-                   model_args=parse_model_args(ns.model_arg, ns.backbone), manifest=ns.manifest,
-                   calm_as_neutral=ns.calm_as_neutral,
+                   model_args=parse_model_args(ns.model_arg, ns.backbone_dir), manifest=ns.manifest,
                    folds=getattr(ns, "folds", 4), only_folds=tuple(getattr(ns, "fold", ())),
                    val_fraction=ns.val_fraction, resume=ns.resume,
                    cache_dir=ns.cache_dir, command="python -m train " + shlex.join(sys.argv[1:]))
@@ -190,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             print(table)
             if ns.out:
                 from realtime.files import replace_atomically
+                from train.reports import with_notes_kept
 
-                replace_atomically(ns.out, lambda handle: handle.write(table))
+                text = with_notes_kept(table, ns.out)  # notes around report:begin/end markers stay
+                replace_atomically(ns.out, lambda handle: handle.write(text))
             return 0
         _set_threads(ns.threads)
         if ns.command == "evaluate":
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             from train.runs import RunSpec, run_evaluate
 
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.out,
-                           TrainConfig(device=ns.device), manifest=ns.manifest, calm_as_neutral=ns.calm_as_neutral)
+                           TrainConfig(device=ns.device), manifest=ns.manifest)
             run_evaluate(ns.bundle, spec, ns.batch_size)
             return 0
         if ns.command == "robustness":

@@ -1,13 +1,19 @@
 """Run reports: confusion-matrix and learning-curve PNGs, metrics JSON, and a markdown table
-comparing several run folders (the egemaps-svm row is the reference)."""
+comparing several run folders (the egemaps-svm row is the reference).
+
+The table reads any run folder: a finished CV run, a CV run with only some folds finished (a row
+marked "k of K folds", never shown as the full CV), or a single fit run with validation scores.
+Out-of-fold scores come from the summed per-fold confusion matrices (the same numbers as scoring the
+concatenated fold predictions)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
-from train.evaluate import EvalResult
+from train.evaluate import EvalResult, score
 
 REFERENCE_MODEL = "egemaps-svm"
 
@@ -74,42 +80,132 @@ def write_json(path: Path, payload: dict) -> None:
     Path(path).write_text(json.dumps(payload, indent=1, sort_keys=False))
 
 
+REPORT_BEGIN, REPORT_END = "<!-- report:begin -->", "<!-- report:end -->"
+
+
+def _fold_dirs(run_dir: Path) -> list[Path]:
+    """fold{i}/ folders holding a finished fold's metrics.json, in fold order."""
+    found = [d for d in run_dir.glob("fold*") if re.fullmatch(r"fold\d+", d.name) and (d / "metrics.json").is_file()]
+    return sorted(found, key=lambda d: int(d.name[4:]))
+
+
+def _pooled(results: list[EvalResult]) -> EvalResult:
+    """Out-of-fold scores: one EvalResult from the summed confusion matrices of the folds."""
+    confusion = np.sum([np.asarray(r.confusion, dtype=np.int64) for r in results], axis=0)
+    true = np.repeat(np.arange(len(confusion)), confusion.sum(1))
+    pred = np.concatenate([np.repeat(np.arange(len(row)), row) for row in confusion])
+    return score(true, pred, results[0].labels)
+
+
+def _args_text(model_args: dict) -> str:
+    """' functionals=ComParE_2016' for the architecture arguments a run overrode (not local paths)."""
+    return "".join(f" {k}={v}" for k, v in sorted(model_args.items()) if k != "backbone_dir")
+
+
 def _load_run(run_dir: Path) -> dict:
-    """Normalise a cv run (cv_metrics.json) or a single run (metrics.json) into one row."""
-    cv_file, single_file = run_dir / "cv_metrics.json", run_dir / "metrics.json"
-    if cv_file.is_file():
-        d = json.loads(cv_file.read_text())
-        s = d["summary"]
-        return {"system": d["model"], "run": str(run_dir), "folds": s["folds"],
-                "f1": s["macro_f1"]["mean"], "f1_std": s["macro_f1"]["std"],
-                "acc": s["accuracy"]["mean"], "uar": s["uar"]["mean"],
-                "per_class": {k: v["mean"] for k, v in s["per_class_f1"].items()},
-                "wall_s": sum(d.get("fold_wall_time_s") or []) or None}
+    """Normalise a cv run (finished or partial) or a single run (metrics.json) into one row."""
+    cv_file, single_file, folds_file = run_dir / "cv_metrics.json", run_dir / "metrics.json", run_dir / "folds.json"
+    fold_dirs = _fold_dirs(run_dir)
+    if cv_file.is_file() or fold_dirs:
+        cv = json.loads(cv_file.read_text()) if cv_file.is_file() else {}
+        folds_info = json.loads(folds_file.read_text()) if folds_file.is_file() else {}
+        if fold_dirs:
+            per_fold = [json.loads((d / "metrics.json").read_text()) for d in fold_dirs]
+            results = [EvalResult.from_dict(f["eval"]) for f in per_fold]
+            f1_values, oof = [r.macro_f1 for r in results], _pooled(results)
+            model = per_fold[0]["model"]
+            epochs = [(len(f["history"]), f["best_epoch"] + 1) for f in per_fold
+                      if f.get("history") and f.get("best_epoch") is not None]
+            wall = [f.get("wall_time_s") or 0.0 for f in per_fold]
+            meta = run_dir / fold_dirs[0].name / "bundle.json"
+            args = json.loads(meta.read_text()).get("training", {}).get("model_args", {}) if meta.is_file() else {}
+        else:  # summary only (e.g. a bundle folder that ships cv_metrics.json without its folds)
+            f1_values, oof = cv["summary"]["macro_f1"]["values"], EvalResult.from_dict(cv["oof"])
+            model, epochs, wall = cv["model"], [], cv.get("fold_wall_time_s") or []
+            args = {}
+        args = cv.get("training", {}).get("model_args", args)
+        f1 = np.array(f1_values, dtype=np.float64)
+        k = int(folds_info.get("k") or cv.get("summary", {}).get("folds") or len(f1))
+        return {"model": model, "args": _args_text(args), "run": str(run_dir), "done": len(f1),
+                "k": k, "f1": float(f1.mean()), "f1_std": float(f1.std()), "oof": oof,
+                "epochs": epochs, "wall_s": float(sum(wall)) or None,
+                "folds_id": folds_info.get("assignment_sha256")}
     if single_file.is_file():
         d = json.loads(single_file.read_text())
         if d.get("eval") is None:
             raise ValueError(f"{run_dir} was trained without a validation split: it has no scores to compare")
         r = EvalResult.from_dict(d["eval"])
-        return {"system": d["model"], "run": str(run_dir), "folds": 1, "f1": r.macro_f1, "f1_std": 0.0,
-                "acc": r.accuracy, "uar": r.uar, "per_class": {k: v.f1 for k, v in r.per_class.items()},
-                "wall_s": d.get("wall_time_s")}
-    raise FileNotFoundError(f"{run_dir} holds neither cv_metrics.json nor metrics.json (not a run folder?)")
+        history = d.get("history") or []
+        epochs = [(len(history), d["best_epoch"] + 1)] if history and d.get("best_epoch") is not None else []
+        return {"model": d["model"], "args": "", "run": str(run_dir), "done": 1, "k": 1, "f1": r.macro_f1,
+                "f1_std": 0.0, "oof": r, "epochs": epochs, "wall_s": d.get("wall_time_s"), "folds_id": None}
+    raise FileNotFoundError(f"{run_dir} holds neither cv_metrics.json, fold*/metrics.json nor metrics.json "
+                            "(not a run folder?)")
+
+
+def _epochs_cell(epochs: list[tuple[int, int]]) -> str:
+    """'40 (30)' per fold: epochs run (best epoch, whose weights were kept); '-' for classical models."""
+    return " ".join(f"{ran} ({best})" for ran, best in epochs) if epochs else "-"
+
+
+def _hours(seconds: float | None) -> str:
+    if not seconds:
+        return "n/a"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.2f} h"
 
 
 def comparison_table(run_dirs: list[Path]) -> str:
-    """Markdown table, one row per system, best macro-F1 first; delta against the egemaps-svm row."""
-    rows = sorted((_load_run(Path(d)) for d in run_dirs), key=lambda r: -r["f1"])
-    reference = next((r for r in rows if r["system"] == REFERENCE_MODEL), None)
-    labels = list(rows[0]["per_class"])
-    head = ["system (run folder)", "folds", "macro-F1 (mean ± std)", f"Δ vs {REFERENCE_MODEL}", "accuracy", "UAR",
-            *[f"F1 {lab}" for lab in labels], "train time (sum of folds)"]
+    """Markdown table, one row per run folder: full CV rows first (best mean macro-F1 first), then
+    rows with only some folds finished, marked as such; delta against the full egemaps-svm row."""
+    rows = [_load_run(Path(d)) for d in run_dirs]
+    rows.sort(key=lambda r: (r["done"] < r["k"], -r["f1"]))
+    reference = next((r for r in rows if r["model"] == REFERENCE_MODEL and r["done"] == r["k"]), None)
+    labels = list(rows[0]["oof"].labels)
+    head = ["system (run folder)", "folds", "macro-F1 mean ± std over folds", f"Δ vs {REFERENCE_MODEL}",
+            "OOF macro-F1", "OOF accuracy", "OOF UAR", *[f"OOF F1 {lab}" for lab in labels],
+            "epochs run (best) per fold", "train time (sum of folds)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        delta = "reference" if r is reference else (f"{r['f1'] - reference['f1']:+.3f}" if reference else "n/a")
-        wall = f"{r['wall_s'] / 60:.1f} min" if r.get("wall_s") else "n/a"
-        cells = [f"`{r['system']}` ({Path(r['run']).name})", str(r["folds"]), f"{r['f1']:.3f} ± {r['f1_std']:.3f}", delta,
-                 f"{r['acc']:.3f}", f"{r['uar']:.3f}", *[f"{r['per_class'][lab]:.2f}" for lab in labels], wall]
+        partial = r["done"] < r["k"]
+        if r is reference:
+            delta = "reference"
+        elif reference is None or partial:
+            delta = "n/a"
+        else:
+            delta = f"{r['f1'] - reference['f1']:+.3f}"
+        folds = f"**{r['done']} of {r['k']} (partial)**" if partial else str(r["k"])
+        oof = r["oof"]
+        per_class = [f"{oof.per_class[lab].f1:.2f}" if lab in oof.per_class else "n/a" for lab in labels]
+        cells = [f"`{r['model']}`{r['args']} ({Path(r['run']).name})", folds, f"{r['f1']:.3f} ± {r['f1_std']:.3f}", delta,
+                 f"{oof.macro_f1:.3f}", f"{oof.accuracy:.3f}", f"{oof.uar:.3f}", *per_class,
+                 _epochs_cell(r["epochs"]), _hours(r["wall_s"])]
         lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    if any(r["done"] < r["k"] for r in rows):
+        notes.append("Rows marked partial hold only the folds that finished: their mean and out-of-fold (OOF) "
+                     "scores cover those folds' test actors only and are not a full cross-validation.")
     if reference is None:
-        lines.append(f"\n(no {REFERENCE_MODEL} run among these folders: no reference row)")
-    return "\n".join(lines) + "\n"
+        notes.append(f"No full {REFERENCE_MODEL} run among these folders: no reference row.")
+    ids = {r["folds_id"] for r in rows if r["folds_id"]}
+    if len(ids) == 1:
+        notes.append(f"Every row with a folds.json used the same fold assignment (id {ids.pop()}).")
+    elif len(ids) > 1:
+        notes.append("Rows used DIFFERENT fold assignments: " + ", ".join(
+            f"{Path(r['run']).name} {r['folds_id']}" for r in rows if r["folds_id"]) + ".")
+    total = sum(r["wall_s"] or 0.0 for r in rows)
+    if total:
+        notes.append(f"Train time, all rows: {_hours(total)} (sum of per-fold training; feature extraction "
+                     "and data loading not included).")
+    return "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
+
+
+def with_notes_kept(table: str, path: Path) -> str:
+    """The text to write to report file `path`: just the table, or, when the file already holds the
+    report:begin/end markers, the file with only the text between them replaced, so notes written
+    around the table survive a regeneration."""
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    if REPORT_BEGIN not in old or REPORT_END not in old:
+        return table
+    before, rest = old.split(REPORT_BEGIN, 1)
+    return f"{before}{REPORT_BEGIN}\n{table}{REPORT_END}{rest.split(REPORT_END, 1)[1]}"

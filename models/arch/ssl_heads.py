@@ -62,7 +62,7 @@ class SSLEmotionNet(nn.Module):
     forward(wave [B, T] float32 16 kHz, lengths [B] int64 samples, egemaps ignored) -> logits [B, 6].
     """
 
-    needs_egemaps = False
+    functionals_set: str | None = None  # reads no openSMILE functionals (models/contract.py)
     frontend_time_axis = 2  # frame axis of frontend_features' feats [B, layers, T', D]
 
     def __init__(self, registry_name: str, backbone_dir: str | None, backbone_kind: str,
@@ -153,11 +153,18 @@ class SSLEmotionNet(nn.Module):
             self.backbone.feature_extractor.eval()
         return self
 
-    def fit_normalisation(self, waves: list[np.ndarray], egemaps: np.ndarray | None) -> None:
+    def fit_normalisation(self, waves: list[np.ndarray], functionals: np.ndarray | None = None) -> None:
         """No statistics: the backbone's preprocessor config decides normalisation."""
 
     def model_args(self) -> dict[str, Any]:
         return dict(self._args)
+
+    def set_spec_augment(self, enabled: bool) -> None:
+        """No SpecAugment on backbone states: nothing to switch."""
+
+    def feature_config(self) -> dict[str, Any]:
+        """bundle.json "feature": raw 16 kHz audio into the backbone, and which states the head mixes."""
+        return {"kind": "backbone-states", "sample_rate_hz": 16_000, "layer_pooling": self.layer_pooling}
 
     def frontend_key(self) -> str:
         """Heads with equal keys can share one frontend_features pass."""
