@@ -35,6 +35,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    help="crema-d only: audio_manifest.csv (official AudioWAV: file sizes and sha256) or "
                         "flac_manifest.csv (AudioFLAC or AudioWAV: sha256 of the decoded int16 samples); clips that "
                         "do not match are skipped with one line each, listed-but-absent files are reported")
+    g.add_argument("--calm-as-neutral", action="store_true",
+                   help="count calm as neutral (RAVDESS calm, csv label 'calm'); otherwise RAVDESS calm is dropped "
+                        "and a csv 'calm' label has no class (skipped; an error for evaluate)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to compute; auto = cuda when available (default auto)")
     g.add_argument("--threads", type=int, metavar="N",
@@ -48,8 +51,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument passed to build_model; VALUE is JSON (3, 0.2, true, \"x\"), "
                         "plain text otherwise; repeatable")
-    g.add_argument("--backbone-dir", type=Path, metavar="DIR",
-                   help="local pretrained WavLM/Wav2Vec2 folder (model arg backbone_dir); never downloaded")
+    g.add_argument("--backbone", "--backbone-dir", dest="backbone", metavar="DIR|HUB_ID",
+                   help="pretrained WavLM/Wav2Vec2 (model arg backbone_dir): a local folder, or a hub id such as "
+                        "microsoft/wavlm-base-plus read from the Hugging Face cache (downloaded once when online "
+                        "and HF_HUB_OFFLINE is unset); --backbone-dir is the same option")
     t = p.add_argument_group("training (unset options take the model's recipe from train/recipes.py)")
     t.add_argument("--loss", choices=("ce", "focal"), help="cross-entropy or focal loss (class-weighted)")
     t.add_argument("--focal-gamma", type=float, metavar="G", help="focal loss exponent (0 = cross-entropy)")
@@ -121,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_model_args(pairs: list[str], backbone_dir: Path | None) -> dict[str, Any]:
-    """['dropout=0.2', 'pooling=mean'] -> {'dropout': 0.2, 'pooling': 'mean'}."""
+def parse_model_args(pairs: list[str], backbone: str | None) -> dict[str, Any]:
+    """['dropout=0.2', 'pooling=mean'] -> {'dropout': 0.2, 'pooling': 'mean'}.
+
+    backbone: a folder or hub id (--backbone), resolved to a checked local folder (backbone_dir)."""
     args: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -132,10 +139,10 @@ def parse_model_args(pairs: list[str], backbone_dir: Path | None) -> dict[str, A
             args[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             args[key.strip()] = value
-    if backbone_dir is not None:
-        if not backbone_dir.is_dir():
-            raise ValueError(f"--backbone-dir {backbone_dir} is not a folder")
-        args["backbone_dir"] = str(backbone_dir)
+    if backbone is not None:
+        from models.hub import resolve_backbone
+
+        args["backbone_dir"] = str(resolve_backbone(backbone))
     return args
 
 
@@ -158,7 +165,8 @@ def spec_from_args(ns: argparse.Namespace):
         raise ValueError(f"--val-fraction must be at least 0 and below 1, got {ns.val_fraction}")
     names = parse_dataset_names(ns.dataset)
     return RunSpec(datasets=names, data_dirs=list(ns.data), model=ns.model, out_dir=ns.out, train=cfg,
-                   model_args=parse_model_args(ns.model_arg, ns.backbone_dir), manifest=ns.manifest,
+                   model_args=parse_model_args(ns.model_arg, ns.backbone), manifest=ns.manifest,
+                   calm_as_neutral=ns.calm_as_neutral,
                    folds=getattr(ns, "folds", 4), only_folds=tuple(getattr(ns, "fold", ())),
                    val_fraction=ns.val_fraction, resume=ns.resume,
                    cache_dir=ns.cache_dir, command="python -m train " + shlex.join(sys.argv[1:]))
@@ -197,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             from train.runs import RunSpec, run_evaluate
 
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.out,
-                           TrainConfig(device=ns.device), manifest=ns.manifest)
+                           TrainConfig(device=ns.device), manifest=ns.manifest, calm_as_neutral=ns.calm_as_neutral)
             run_evaluate(ns.bundle, spec, ns.batch_size)
             return 0
         if ns.command == "robustness":
