@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,24 +48,36 @@ def wait_for_predictions(process: subprocess.Popen, out: Path, count: int, timeo
     pytest.fail("no predictions appeared in the timeline in time")
 
 
-def test_sigkill_leaves_a_timeline_complete_up_to_the_last_prediction(bundle, speech_file, tmp_path):
+def kill_at_first_printed_result(process: subprocess.Popen, timeout_s: float = 90.0) -> str:
+    """Read stdout line by line and SIGKILL the process the moment a result line appears;
+    returns that line. A watchdog kills the process if nothing is printed in time."""
+    watchdog = threading.Timer(timeout_s, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            if " s  " in line and "latency" in line:
+                process.send_signal(signal.SIGKILL)
+                return line
+    finally:
+        watchdog.cancel()
+    pytest.fail(f"no result was printed; stderr: {process.stderr.read()[-2000:]}")
+
+
+def test_sigkill_the_moment_a_result_is_printed_finds_it_on_disk(bundle, speech_file, tmp_path):
     out = tmp_path / "killed.jsonl"
     process = start_session(bundle, speech_file, out)
-    wait_for_predictions(process, out, 2)
-    process.send_signal(signal.SIGKILL)
-    stdout, _ = process.communicate(timeout=30)
+    printed = kill_at_first_printed_result(process)
+    process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    raw = out.read_text().splitlines()
+    # The result the user saw was written (and flushed) before it was printed.
     session = load_timeline(out)
     assert session.torn_lines <= 1 and not session.complete
+    shown = [p for p in session.utterances() if f"{p.start_s:8.2f}-{p.end_s:8.2f} s  {p.label:<8}" in printed]
+    assert len(shown) == 1, (printed, [(p.start_s, p.end_s, p.label) for p in session.utterances()])
+    raw = out.read_text().splitlines()
     whole_lines = [line for line in raw if line.endswith("}")]
     predictions = [json.loads(line) for line in whole_lines if '"type":"prediction"' in line]
-    assert len(session.predictions) == len(predictions) and len(session.utterances()) >= 2
-    # Every result the user saw on the console was already safe on disk.
-    printed = [line for line in stdout.splitlines() if " s  " in line]
-    assert len(session.utterances()) >= len(printed) >= 1
-    for line, p in zip(printed, session.utterances()):
-        assert f"{p.start_s:.2f}" in line
+    assert len(session.predictions) == len(predictions)
     ends = [p.end_s for p in session.utterances()]
     assert ends == sorted(ends) and ends[-1] < 38.0
 
