@@ -154,6 +154,9 @@ def run_headless(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     printer.print_summary(summary)
+    if engine.failure is not None:   # an engine thread died: the session ended, the timeline is whole
+        print(f"error: {engine.failure}", file=sys.stderr)
+        return EXIT_USER if is_user_error(engine.failure.cause) else EXIT_INTERNAL
     if interrupted.is_set():
         print("stopped by signal; timeline complete", file=sys.stderr)
     cut_short = getattr(source, "cut_short", "")

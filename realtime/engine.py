@@ -5,7 +5,16 @@ Threads (all talk through bounded queues):
 * the segmentation thread runs the pure StreamSegmenter, sends LevelUpdates (a few per second),
   puts PartialWindows into `partial_q` (drop-oldest, counted) and Utterances into `utterance_q`
   (waits up to utterance_put_timeout_s when full; a drop there is counted and logged);
-* the inference worker (realtime/worker.py) classifies and publishes EmotionPredictions.
+* the inference worker (realtime/worker.py) classifies and publishes EmotionPredictions;
+* the speculation thread (realtime/speculation.py, when cfg.speculate) classifies an utterance
+  during the VAD hangover, once its samples are fixed, whenever the worker is idle.
+
+Deadline feedback: after each live result the worker leaves a `PartialShown` for the
+segmentation thread, which passes it to the window scheduler before the next block.
+
+A thread that dies (any exception, MemoryError included) ends the session like stop():
+one "error" status, the source stopped, queued work finished, the summary written;
+`failure` then holds the cause (main.py turns it into one error line and an exit code).
 
 Everything the listener gets is also written to the timeline (except level updates).
 The listener runs on engine threads: it must be cheap and thread-safe.
@@ -18,89 +27,40 @@ import math
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Union
 
 import numpy as np
 
 from models.classifier import Classifier
+from realtime.engine_config import EngineConfig, EngineError
 from realtime.metrics import SessionMetrics
-from realtime.policy import FallbackPolicy, FallbackPolicyConfig
+from realtime.policy import FallbackPolicy
 from realtime.source import END_OF_STREAM, AudioBlock, AudioSource, put_dropping_oldest
+from realtime.speculation import Speculator
 from realtime.timeline import TimelineError, TimelineWriter
 from realtime.types import (DropNotice, EmotionPrediction, EngineEvent, EngineStatus, LevelUpdate,
-                            PartialWindow, SessionSummary, Utterance)
-from realtime.vad import SegmenterConfig
-from realtime.windows import PartialWindowConfig, StreamSegmenter
+                            PartialShown, PartialWindow, SessionSummary, SpeechResumed, Utterance,
+                            UtteranceFixed)
+from realtime.windows import StreamSegmenter
 from realtime.worker import InferenceWorker, WorkItem
+
+__all__ = ["Engine", "EngineConfig", "EngineError", "EngineFailure", "block_dbfs"]
 
 log = logging.getLogger("ved.engine")
 Listener = Callable[[EngineEvent], None]
 ClassifierOrLoader = Union[Classifier, Callable[[], Classifier]]
 
 
-class EngineError(RuntimeError):
-    """The engine cannot run (e.g. the fallback model fails its warm-up); one line for the user."""
+class EngineFailure(RuntimeError):
+    """An engine thread died; str() is one line for the user, `cause` the exception, `thread`
+    the thread's role ("segmenter", "inference" or "speculation")."""
 
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Engine settings. Times in ms unless named otherwise; queue sizes in items.
-
-    partial_queue_items is small on purpose: a stale live window is worth nothing, so
-    when the worker falls behind the oldest windows are dropped (and counted).
-    """
-
-    hop_ms: int = 500
-    window_ms: int = 2_000
-    min_window_ms: int = 1_000
-    partials_enabled: bool = True
-    latency_budget_ms: float = 300.0
-    compute_device: str = "auto"
-    smoothing_alpha: float = 0.4
-    audio_queue_blocks: int = 256
-    partial_queue_items: int = 2
-    utterance_queue_items: int = 32
-    utterance_put_timeout_s: float = 5.0
-    level_updates_per_s: float = 10.0
-    drop_report_interval_s: float = 1.0
-    policy_window_size: int = 20
-    policy_max_queue_depth: int = 8
-    probe_every_n: int = 4
-    recover_after_n: int = 3
-    recover_fraction: float = 0.7
-    warmup_models: bool = True
-    vad: SegmenterConfig = field(default_factory=SegmenterConfig)
-
-    def __post_init__(self) -> None:
-        for name in ("audio_queue_blocks", "partial_queue_items", "utterance_queue_items"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.compute_device not in ("auto", "cpu", "cuda") and not self.compute_device.startswith("cuda:"):
-            raise ValueError(f"compute_device must be auto, cpu, cuda or cuda:N, got {self.compute_device!r}")
-        if not 0.0 < self.smoothing_alpha <= 1.0:
-            raise ValueError(f"smoothing_alpha must be in (0, 1], got {self.smoothing_alpha}")
-        for name in ("utterance_put_timeout_s", "level_updates_per_s", "drop_report_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        self.window_config()   # validates hop_ms / window_ms / min_window_ms
-        self.policy_config()   # validates the latency budget and hysteresis settings
-
-    def window_config(self) -> PartialWindowConfig:
-        return PartialWindowConfig(hop_ms=self.hop_ms, window_ms=self.window_ms,
-                                   min_window_ms=min(self.min_window_ms, self.window_ms),
-                                   sample_rate_hz=self.vad.sample_rate_hz, enabled=self.partials_enabled)
-
-    def policy_config(self) -> FallbackPolicyConfig:
-        return FallbackPolicyConfig(budget_ms=self.latency_budget_ms, window_size=self.policy_window_size,
-                                    min_samples=min(5, self.policy_window_size),
-                                    max_queue_depth=self.policy_max_queue_depth,
-                                    probe_every_n=self.probe_every_n, recover_after_n=self.recover_after_n,
-                                    recover_fraction=self.recover_fraction)
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable settings for the timeline header."""
-        return asdict(self)
+    def __init__(self, thread: str, cause: BaseException) -> None:
+        text = " ".join(str(cause).split()) or "no message"
+        super().__init__(f"internal error in the {thread} thread ({type(cause).__name__}: {text}); "
+                         "session stopped, timeline kept")
+        self.thread = thread
+        self.cause = cause
 
 
 def block_dbfs(samples: np.ndarray) -> float:
@@ -116,12 +76,14 @@ class Engine:
 
     primary may be a Classifier or a zero-argument loader called in start(); a primary that
     fails to load or warm up gives one "error" status and the session runs on the fallback.
+    clock: seconds, monotonic; latencies are measured on it (tests inject one).
     """
 
     def __init__(self, source: AudioSource, fallback: Classifier, cfg: EngineConfig | None = None,
                  primary: ClassifierOrLoader | None = None, timeline: TimelineWriter | None = None,
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
+        self.clock = clock
         self.fallback = fallback
         self.cfg = cfg or EngineConfig()
         self._primary_spec = primary
@@ -143,6 +105,9 @@ class Engine:
         self._latest_speech_end_s = -math.inf
         self._threads: list[threading.Thread] = []
         self._worker: InferenceWorker | None = None
+        self._speculator: Speculator | None = None
+        self._shown: PartialShown | None = None   # latest deadline feedback, taken by the segmenter
+        self._failure: EngineFailure | None = None
         self._listener_errors = 0
         self._final_summary: SessionSummary | None = None
         self._last_drops = DropNotice(0, 0, 0)
@@ -170,15 +135,23 @@ class Engine:
         self._status("starting", f"input: {self.source.description or type(self.source).__name__}")
         self._prepare_models()
         policy = FallbackPolicy(self.cfg.policy_config(), primary_available=self.primary is not None)
-        self._worker = InferenceWorker(
+        worker = self._worker = InferenceWorker(
             self.utterance_q, self.partial_q, self.fallback, self.primary, policy, self.metrics,
             self._publish, self._segmentation_done, self._stopping, self._abort, self._is_stale,
-            fallback_flag=self._primary_spec is not None)
+            fallback_flag=self._primary_spec is not None, clock=self.clock,
+            on_partial_shown=self._on_partial_shown if self.cfg.partial_deadlines else None)
         active = self.primary or self.fallback
         self._status("ready", f"models ready: {active.describe()}"
                      + (f", fallback {self.fallback.describe()}" if self.primary else ""))
-        self._threads = [threading.Thread(target=self._worker.run, name="ved-inference", daemon=True),
-                         threading.Thread(target=self._segment_loop, name="ved-segmenter", daemon=True)]
+        # Joined in reverse order on stop: segmenter first (the worker waits for its flush),
+        # then the worker, then the speculation thread (the worker may wait for its result).
+        self._threads = []
+        if self.cfg.speculate:
+            self._speculator = worker.speculator = Speculator(
+                worker.compute, worker.speculative_model, worker.idle, self.metrics,
+                done=lambda: self._abort.is_set() or worker.finished.is_set(), nice=self.cfg.speculation_nice)
+            self._threads.append(self._thread("speculation", self._speculator.run))
+        self._threads += [self._thread("inference", worker.run), self._thread("segmenter", self._segment_loop)]
         for thread in self._threads:
             thread.start()
         self.source.status_listener = self._on_source_status
@@ -212,8 +185,34 @@ class Engine:
             return
         self.primary = primary
 
+    def _thread(self, role: str, body: Callable[[], None]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                body()
+            except BaseException as exc:  # noqa: BLE001 - MemoryError too: the session must end, not hang
+                self._fail(role, exc)
+        return threading.Thread(target=guarded, name=f"ved-{role}", daemon=True)
+
+    def _fail(self, role: str, exc: BaseException) -> None:
+        """A thread died: end the session as stop() would, keeping what was recorded."""
+        log.debug("%s thread failed", role, exc_info=exc)   # the traceback, for debugging only
+        with self._state_lock:
+            first = self._failure is None
+            if first:
+                self._failure = EngineFailure(role, exc)
+        if first:
+            self._status("error", str(self._failure))
+        self._source_stop.set()
+        self._stopping.set()
+
+    @property
+    def failure(self) -> EngineFailure | None:
+        """Set when an engine thread died (the session then ends on its own)."""
+        return self._failure
+
     def wait(self, timeout_s: float | None = None) -> bool:
-        """True once a finite source is exhausted and every queued item is processed."""
+        """True once a finite source is exhausted and every queued item is processed, or an
+        engine thread died (see `failure`)."""
         if self._worker is None:
             return False
         return self._worker.finished.wait(timeout_s)
@@ -235,8 +234,9 @@ class Engine:
         abandoned = self.utterance_q.qsize()
         if any(thread.is_alive() for thread in self._threads) or abandoned:
             self.metrics.record_drops(utterances=abandoned)
-            self._status("error", f"shutdown timed out after {timeout_s:.0f} s; "
-                                  f"{abandoned} queued utterances not classified")
+            if self._failure is None:   # else the failure was the one error line
+                self._status("error", f"shutdown timed out after {timeout_s:.0f} s; "
+                                      f"{abandoned} queued utterances not classified")
         self._report_drops("end of session")
         summary = self.summary()
         self._final_summary = summary
@@ -258,11 +258,13 @@ class Engine:
 
     # ------------------------------------------------------------ segmentation thread
     def _segment_loop(self) -> None:
-        segmenter = StreamSegmenter(self.cfg.vad, self.cfg.window_config())
-        level_every_s = 1.0 / self.cfg.level_updates_per_s
-        next_level_s = 0.0
-        reported_at_s = 0.0
+        """Thread body; an exception ends the session (see _fail). The segmenter is built here:
+        its buffers are sized by the settings."""
         try:
+            segmenter = StreamSegmenter(self.cfg.vad, self.cfg.window_config())
+            level_every_s = 1.0 / self.cfg.level_updates_per_s
+            next_level_s = 0.0
+            reported_at_s = 0.0
             while True:
                 try:
                     block = self.audio_q.get(timeout=0.05)
@@ -274,8 +276,7 @@ class Engine:
                     break
                 if not isinstance(block, AudioBlock):
                     continue
-                self._handle_events(segmenter.push(block))
-                end_s = block.start_s + len(block.samples) / self.cfg.vad.sample_rate_hz
+                end_s = self._push_block(segmenter, block)
                 if end_s >= next_level_s:
                     next_level_s = end_s + level_every_s
                     self._notify(LevelUpdate(end_s, round(block_dbfs(block.samples), 1), segmenter.in_speech))
@@ -283,12 +284,18 @@ class Engine:
                     reported_at_s = end_s
                     self._report_drops("queue full", time_s=end_s)
             self._drain_after_stop(segmenter)
-            self._handle_events(segmenter.flush())
-        except Exception as exc:  # keep the session (and its timeline) alive enough to stop cleanly
-            log.exception("segmentation thread failed")
-            self._status("error", f"audio processing failed: {type(exc).__name__}: {exc}")
+            self._handle_events(segmenter.flush(), segmenter.scheduler.time_s)
         finally:
             self._segmentation_done.set()
+
+    def _push_block(self, segmenter: StreamSegmenter, block: AudioBlock) -> float:
+        """Deadline feedback first, then the block; returns the block's end (stream seconds)."""
+        shown, self._shown = self._shown, None
+        if shown is not None:
+            segmenter.push(shown)
+        end_s = block.start_s + len(block.samples) / self.cfg.vad.sample_rate_hz
+        self._handle_events(segmenter.push(block), end_s)
+        return end_s
 
     def _drain_after_stop(self, segmenter: StreamSegmenter) -> None:
         """Audio already captured when stop() was called still belongs to the session."""
@@ -298,18 +305,29 @@ class Engine:
             except queue.Empty:
                 return
             if isinstance(block, AudioBlock):
-                self._handle_events(segmenter.push(block))
+                self._push_block(segmenter, block)
 
-    def _handle_events(self, events: list) -> None:
-        now = time.monotonic()
+    def _handle_events(self, events: list, stream_s: float) -> None:
+        """stream_s: where the stream stands (end of the block just segmented)."""
+        now = self.clock()
         for event in events:
             if isinstance(event, Utterance):
                 self._queue_utterance(WorkItem("utterance", event.start_s, event.end_s, event.audio, now,
-                                                event.cut_at_max))
+                                               event.cut_at_max, emitted_s=stream_s))
             elif isinstance(event, PartialWindow) and not self._stopping.is_set():
-                item = WorkItem("partial", event.start_s, event.end_s, event.audio, now)
+                item = WorkItem("partial", event.start_s, event.end_s, event.audio, now, emitted_s=stream_s)
                 if put_dropping_oldest(self.partial_q, item):
                     self.metrics.record_drops(partials=1)
+            elif self._speculator is not None and isinstance(event, UtteranceFixed):
+                self._speculator.offer(WorkItem("utterance", event.start_s, event.end_s, event.audio, now,
+                                                emitted_s=stream_s))
+            elif self._speculator is not None and isinstance(event, SpeechResumed):
+                self._speculator.cancel()
+
+    def _on_partial_shown(self, item: WorkItem, lag_s: float) -> None:
+        """Worker thread: a live result is out lag_s after its window was made (stream seconds
+        at real-time pace). One slot: only the latest matters to the scheduler."""
+        self._shown = PartialShown(end_s=item.end_s, shown_s=item.emitted_s + lag_s)
 
     def _queue_utterance(self, item: WorkItem) -> None:
         self._latest_utterance_end_s = max(self._latest_utterance_end_s, item.end_s)

@@ -50,6 +50,8 @@ class SessionMetrics:
             self.dropped_utterances = 0
             self.dropped_audio_blocks = 0
             self.failed_items = 0
+            self.speculative_used = 0
+            self.speculative_discarded = 0
 
     def record_prediction(self, prediction: EmotionPrediction) -> None:
         with self._lock:
@@ -72,6 +74,14 @@ class SessionMetrics:
         with self._lock:
             self.dropped_audio_blocks = blocks
             return self._notice()
+
+    def record_speculation(self, used: bool) -> None:
+        """One speculative classification that ran: its result was published (used) or thrown away."""
+        with self._lock:
+            if used:
+                self.speculative_used += 1
+            else:
+                self.speculative_discarded += 1
 
     def record_failure(self) -> None:
         with self._lock:
@@ -103,4 +113,5 @@ class SessionMetrics:
                 dropped_partials=self.dropped_partials, dropped_utterances=self.dropped_utterances,
                 dropped_audio_blocks=self.dropped_audio_blocks,
                 fallback_share=round(self._fallback_utterances / n, 4) if n else 0.0,
-                models=dict(self._models))
+                models=dict(self._models), speculative_used=self.speculative_used,
+                speculative_discarded=self.speculative_discarded)

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 PRIMARY = "primary"
@@ -38,8 +40,8 @@ class FallbackPolicyConfig:
     recover_fraction: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.budget_ms <= 0:
-            raise ValueError(f"budget_ms must be > 0, got {self.budget_ms}")
+        if not (math.isfinite(self.budget_ms) and self.budget_ms > 0):
+            raise ValueError(f"budget_ms must be a finite number > 0, got {self.budget_ms}")
         if not 1 <= self.min_samples <= self.window_size:
             raise ValueError(f"need 1 <= min_samples <= window_size, got {self.min_samples}, {self.window_size}")
         if self.max_queue_depth < 1:
@@ -112,6 +114,14 @@ class FallbackPolicy:
             self._utterances_since_probe = 0
             return Route(PRIMARY, probe=True)
         return Route(FALLBACK)
+
+    def peek(self, kind: str = "utterance") -> str:
+        """The model `route(kind)` would pick next, without counting anything (for speculation)."""
+        if kind != "utterance" or not self.primary_available:
+            return FALLBACK
+        if self.mode == PRIMARY or self._utterances_since_probe + 1 >= self.cfg.probe_every_n:
+            return PRIMARY
+        return FALLBACK
 
     def push(self, obs: LatencyObservation) -> list[PolicySwitch]:
         """Record a finished classification; returns the switch it caused, if any."""

@@ -55,7 +55,38 @@ class SpeechEnded:
     end_s: float
 
 
-SegmentEvent = Union[SpeechStarted, Utterance, PartialWindow, SpeechEnded]
+@dataclass(frozen=True)
+class UtteranceFixed:
+    """Trailing silence has lasted `tail_ms`: the utterance in progress can no longer change.
+
+    If the hangover now completes without speech, the `Utterance` will have exactly this
+    start_s, end_s and audio (float32 mono 16 kHz, shape [samples]); sent at most once per
+    pause, only for an utterance that would be kept. `SpeechResumed` or a max-length cut
+    voids it.
+    """
+
+    start_s: float
+    end_s: float
+    audio: np.ndarray = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """A voiced frame at time_s arrived after an `UtteranceFixed`: that span is void."""
+
+    time_s: float
+
+
+SegmentEvent = Union[SpeechStarted, Utterance, PartialWindow, SpeechEnded, UtteranceFixed, SpeechResumed]
+
+
+@dataclass(frozen=True)
+class PartialShown:
+    """Feedback to the partial-window scheduler: the result for the window ending at end_s
+    was shown when the stream stood at shown_s (seconds, sample clock)."""
+
+    end_s: float
+    shown_s: float
 
 
 # ---------------------------------------------------------------- results
@@ -135,7 +166,12 @@ class DropNotice:
 
 @dataclass(frozen=True)
 class SessionSummary:
-    """End-of-session (or running) metrics, also written to the timeline."""
+    """End-of-session (or running) metrics, also written to the timeline.
+
+    speculative_used: final results classified during the VAD hangover and published;
+    speculative_discarded: speculative classifications run but thrown away (speech resumed,
+    the policy chose another model, or the session stopped).
+    """
 
     utterances: int
     partials: int
@@ -146,6 +182,8 @@ class SessionSummary:
     dropped_audio_blocks: int
     fallback_share: float
     models: dict[str, int] = field(default_factory=dict)
+    speculative_used: int = 0
+    speculative_discarded: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,6 +19,13 @@ Events, in stream order:
   point, no `SpeechEnded`, no sample lost; continuation pieces are kept whatever
   their length.
 * `SpeechEnded(end_s)` after every started utterance, kept or dropped (GUI indicator).
+* `UtteranceFixed(start_s, end_s, audio)` once trailing silence has lasted `tail_ms` (at
+  least one unvoiced frame): the samples of the utterance in progress can no longer change,
+  and if the hangover completes the `Utterance` will be exactly this span. Lets the engine
+  classify during the hangover. Only for an utterance that would be kept; at most once per pause.
+* `SpeechResumed(time_s)`: a voiced frame after an `UtteranceFixed` voids it (the pause
+  was inside the utterance). A max-length cut during the pause voids it too (its
+  `Utterance` has a different span).
 """
 from __future__ import annotations
 
@@ -30,7 +37,10 @@ import webrtcvad
 
 from realtime.resample import float_to_int16, int16_to_float
 from realtime.source import AudioBlock
-from realtime.types import SegmentEvent, SpeechEnded, SpeechStarted, Utterance
+from realtime.types import SegmentEvent, SpeechEnded, SpeechResumed, SpeechStarted, Utterance, UtteranceFixed
+
+# Longest duration any segmenter setting may ask for: beyond it a value is a typo, not a choice.
+MAX_SETTING_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,10 @@ class SegmenterConfig:
         if not 1 <= self.speech_start_frames <= self.start_window_frames:
             raise ValueError("need 1 <= speech_start_frames <= start_window_frames, got "
                              f"{self.speech_start_frames} and {self.start_window_frames}")
-        for name in ("preroll_ms", "hangover_ms", "tail_ms", "min_utterance_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("preroll_ms", "hangover_ms", "tail_ms", "min_utterance_ms", "max_utterance_ms",
+                     "noise_floor_window_ms"):
+            if not 0 <= getattr(self, name) <= MAX_SETTING_MS:
+                raise ValueError(f"{name} must be in [0, {MAX_SETTING_MS}] ms, got {getattr(self, name)}")
         if self.tail_ms > self.hangover_ms:
             raise ValueError(f"tail_ms ({self.tail_ms}) must not exceed hangover_ms ({self.hangover_ms})")
         if self.max_utterance_ms < max(self.min_utterance_ms, 4 * self.frame_ms):
@@ -140,6 +151,7 @@ class Segmenter:
         self._utt_start: int | None = None   # absolute frame index of utterance start
         self._last_voiced = -1
         self._continuation = False
+        self._fixed_sent = False   # an UtteranceFixed for the current pause went out
         self._recent_levels: deque[float] = deque(maxlen=max(1, self.cfg.frames(self.cfg.noise_floor_window_ms)))
 
     def push(self, block: np.ndarray | AudioBlock) -> list[SegmentEvent]:
@@ -206,14 +218,30 @@ class Segmenter:
             self._history.append((frame, starts))
             return self._maybe_start()
         self._utt_frames.append(frame)
-        if continues:
-            self._last_voiced = index
         events: list[SegmentEvent] = []
+        if continues:
+            if self._fixed_sent:
+                self._fixed_sent = False
+                events.append(SpeechResumed(time_s=self._frame_time(index)))
+            self._last_voiced = index
         if index - self._last_voiced >= self._hangover:
             events.extend(self._finish(self._last_voiced + 1 + self._tail))
         elif len(self._utt_frames) >= self._max_frames:
             events.extend(self._cut())
+        elif not self._fixed_sent and index > self._last_voiced:
+            events.extend(self._maybe_fixed())
         return events
+
+    def _maybe_fixed(self) -> list[SegmentEvent]:
+        """UtteranceFixed once the kept tail is complete: the same span `_finish` would cut."""
+        assert self._utt_start is not None
+        end_frame = self._last_voiced + 1 + self._tail
+        length = end_frame - self._utt_start
+        if self._frame_index < end_frame or length <= 0 or not (self._continuation or length >= self._min_frames):
+            return []
+        self._fixed_sent = True
+        utterance = self._utterance(end_frame, cut=False)
+        return [UtteranceFixed(start_s=utterance.start_s, end_s=utterance.end_s, audio=utterance.audio)]
 
     def _maybe_start(self) -> list[SegmentEvent]:
         window = list(self._history)[-self.cfg.start_window_frames:]
@@ -251,6 +279,7 @@ class Segmenter:
         self._utt_frames = []
         self._utt_start = None
         self._continuation = False
+        self._fixed_sent = False
         return events
 
     def _cut(self) -> list[SegmentEvent]:
@@ -259,5 +288,6 @@ class Segmenter:
         self._utt_frames = []
         self._utt_start = cut_frame
         self._continuation = True
+        self._fixed_sent = False
         events.append(SpeechStarted(start_s=self._frame_time(cut_frame)))
         return events

@@ -2,10 +2,19 @@
 
 `PartialWindowScheduler` is a pure class fed a time-ordered stream of items: audio
 arrays (the continuation of the 16 kHz stream) and the segmenter's events. While
-speech is ongoing it emits `PartialWindow`s at start_s + k * hop_ms (first once
-min_window_ms of speech exist), each holding the last window_ms of audio of the
-utterance in progress; nothing in silence. A cut at max_utterance_ms is not an end
-of speech (no SpeechEnded), so windows carry on across it; SpeechEnded stops them.
+speech is ongoing it emits `PartialWindow`s, each holding the last window_ms of audio
+of the utterance in progress; nothing in silence. The first comes once min_window_ms
+of speech exist, on the grid start_s + k * hop_ms. A cut at max_utterance_ms is not an
+end of speech (no SpeechEnded), so windows carry on across it; SpeechEnded stops them.
+
+Deadlines: hop_ms is the longest time between two updates the user sees. Without
+feedback the windows follow the grid, and any jitter in inference time lands on top
+of hop_ms. With feedback (`PartialShown`: the result for the latest window was shown
+when the stream stood at shown_s) the next window is due by shown_s + hop_ms, so it is
+cut `lead` earlier: lead = the largest of the last LAG_HISTORY lags (window end ->
+shown, which includes queueing, inference and block arrival). The next cut stays
+between hop_ms / 2 and hop_ms after the last one. Feedback about an older window (the
+stream already raced ahead, e.g. a file replayed as fast as possible) is ignored.
 
 `StreamSegmenter` wraps a `Segmenter` and a scheduler: it feeds the segmenter one
 frame-aligned piece at a time so both see the same clock, which makes the event
@@ -13,14 +22,19 @@ stream identical whatever block sizes the audio arrives in.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from realtime.resample import int16_to_float
 from realtime.source import AudioBlock
-from realtime.types import PartialWindow, SegmentEvent, SpeechEnded, SpeechStarted
+from realtime.types import PartialShown, PartialWindow, SegmentEvent, SpeechEnded, SpeechStarted
 from realtime.vad import Segmenter, SegmenterConfig
+
+LAG_HISTORY = 10
+# A live window longer than this is no longer live; it also bounds the window buffer.
+MAX_WINDOW_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -35,10 +49,9 @@ class PartialWindowConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.hop_ms <= 0:
-            raise ValueError(f"hop_ms must be > 0, got {self.hop_ms}")
-        if self.window_ms <= 0:
-            raise ValueError(f"window_ms must be > 0, got {self.window_ms}")
+        for name in ("hop_ms", "window_ms"):
+            if not 0 < getattr(self, name) <= MAX_WINDOW_MS:
+                raise ValueError(f"{name} must be in (0, {MAX_WINDOW_MS}] ms, got {getattr(self, name)}")
         if not 0 <= self.min_window_ms <= self.window_ms:
             raise ValueError(f"min_window_ms must be in [0, window_ms={self.window_ms}], got {self.min_window_ms}")
         if self.sample_rate_hz <= 0:
@@ -46,8 +59,8 @@ class PartialWindowConfig:
 
 
 class PartialWindowScheduler:
-    """Pure scheduler: push(audio [n] int16/float32 | SpeechStarted | SpeechEnded | other event)
-    -> list[PartialWindow]. Audio must be pushed before the events it caused."""
+    """Pure scheduler: push(audio [n] int16/float32 | SpeechStarted | SpeechEnded | PartialShown |
+    other event) -> list[PartialWindow]. Audio must be pushed before the events it caused."""
 
     def __init__(self, cfg: PartialWindowConfig | None = None) -> None:
         self.cfg = cfg or PartialWindowConfig()
@@ -61,6 +74,8 @@ class PartialWindowScheduler:
         self._ring = np.zeros(self._window_len, dtype=np.float32)   # last window_len samples
         self._speech_start: int | None = None   # sample index (since origin)
         self._next_emit: int | None = None
+        self._last_emit: int | None = None      # end of the latest window (sample index)
+        self._lags: deque[int] = deque(maxlen=LAG_HISTORY)   # window end -> shown, samples
 
     @property
     def time_s(self) -> float:
@@ -74,10 +89,15 @@ class PartialWindowScheduler:
             if self._speech_start is None and self.cfg.enabled:
                 self._speech_start = self._index(item.start_s)
                 self._next_emit = self._first_emit()
+                self._last_emit = None
             return []
         if isinstance(item, SpeechEnded):
             self._speech_start = None
             self._next_emit = None
+            self._last_emit = None
+            return []
+        if isinstance(item, PartialShown):
+            self._on_shown(item)
             return []
         if not isinstance(item, np.ndarray):
             return []
@@ -89,6 +109,7 @@ class PartialWindowScheduler:
             self._append(audio[offset:split])
             offset = split
             windows.append(self._window())
+            self._last_emit = self._next_emit
             self._next_emit += self._hop_samples
         self._append(audio[offset:])
         return windows
@@ -98,6 +119,16 @@ class PartialWindowScheduler:
         self._speech_start = None
         self._next_emit = None
         return []
+
+    def _on_shown(self, shown: PartialShown) -> None:
+        """Move the next cut so that its result is due hop_ms after this one was shown."""
+        if self._next_emit is None or self._last_emit is None or self._index(shown.end_s) != self._last_emit:
+            return
+        shown_at = max(self._index(shown.shown_s), self._last_emit)
+        self._lags.append(shown_at - self._last_emit)
+        due = shown_at + self._hop_samples - max(self._lags)
+        earliest = max(self._samples_seen, self._last_emit + self._hop_samples // 2)
+        self._next_emit = min(self._last_emit + self._hop_samples, max(due, earliest))
 
     @property
     def _hop_samples(self) -> int:
@@ -133,8 +164,9 @@ class StreamSegmenter:
     """Segmenter + partial-window scheduler as one pure object (what the engine uses).
 
     push(block: AudioBlock | int16 [n] | float32 [n]) -> list[SegmentEvent] in stream order
-    (SpeechStarted, PartialWindow..., Utterance, SpeechEnded). An AudioBlock whose start_s
-    jumps (a reconnected microphone) ends the open utterance and moves the clock.
+    (SpeechStarted, PartialWindow..., UtteranceFixed, SpeechResumed..., Utterance, SpeechEnded).
+    An AudioBlock whose start_s jumps (a reconnected microphone) ends the open utterance and
+    moves the clock. push(PartialShown) passes deadline feedback to the window scheduler.
     """
 
     def __init__(self, segmenter_cfg: SegmenterConfig | None = None,
@@ -155,7 +187,9 @@ class StreamSegmenter:
         self.scheduler.reset(start_s)
         self._pending = 0
 
-    def push(self, block: AudioBlock | np.ndarray) -> list[SegmentEvent]:
+    def push(self, block: AudioBlock | np.ndarray | PartialShown) -> list[SegmentEvent]:
+        if isinstance(block, PartialShown):
+            return self.scheduler.push(block)   # type: ignore[return-value]  (always [])
         events: list[SegmentEvent] = []
         if isinstance(block, AudioBlock):
             if abs(block.start_s - self.scheduler.time_s) > self.segmenter.cfg.frame_ms / 1000.0:

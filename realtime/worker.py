@@ -2,8 +2,11 @@
 
 It takes utterances first (final results matter most), then partial windows; partial
 windows go to the fallback, utterances to whichever model the FallbackPolicy picks.
-Latency runs from `WorkItem.available_at` (monotonic clock, stamped by the segmentation
-thread when the span's end was available) to the moment the probabilities are ready.
+An utterance a Speculator already classified during the VAD hangover (same span, same
+model) takes that result instead of running the model again.
+Latency runs from `WorkItem.available_at` (the engine's clock, time.monotonic unless a
+test injects one, stamped by the segmentation thread when the span's end was available)
+to the moment the probabilities are ready.
 A primary that raises (including running out of GPU memory) is disabled with one status
 message and the item is re-run on the fallback; the fallback failing on an item is
 reported and the item skipped, the worker carries on.
@@ -31,8 +34,9 @@ POLL_S = 0.01
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One span to classify. audio: float32 [samples] at 16 kHz; available_at: time.monotonic();
-    cut_at_max: an utterance the segmenter cut at max length (speech goes on)."""
+    """One span to classify. audio: float32 [samples] at 16 kHz; available_at: engine clock (s);
+    cut_at_max: an utterance the segmenter cut at max length (speech goes on);
+    emitted_s: where the stream stood (end of the audio block being segmented) when it was made."""
 
     kind: str
     start_s: float
@@ -40,6 +44,7 @@ class WorkItem:
     audio: np.ndarray = field(repr=False)
     available_at: float
     cut_at_max: bool = False
+    emitted_s: float = 0.0
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -64,13 +69,18 @@ class InferenceWorker:
     is_stale(item) -> True for a partial window an already queued utterance covers.
     fallback_flag: mark predictions `fallback=True` when the fallback model made them
     (only meaningful when a primary was requested).
+    clock() -> seconds (monotonic); on_partial_shown(item, lag_s): a partial result was
+    published lag_s after item.available_at (deadline feedback for the window scheduler).
+    speculator: set by the engine when speculation is on (see realtime/speculation.py).
     """
 
     def __init__(self, utterance_q: queue.Queue, partial_q: queue.Queue, fallback: Classifier,
                  primary: Classifier | None, policy: FallbackPolicy, metrics: SessionMetrics,
                  publish: Callable[[object], None], segmentation_done: threading.Event,
                  stopping: threading.Event, abort: threading.Event,
-                 is_stale: Callable[[WorkItem], bool], fallback_flag: bool) -> None:
+                 is_stale: Callable[[WorkItem], bool], fallback_flag: bool,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_partial_shown: Callable[[WorkItem, float], None] | None = None) -> None:
         self.utterance_q = utterance_q
         self.partial_q = partial_q
         self.fallback = fallback
@@ -83,7 +93,11 @@ class InferenceWorker:
         self.abort = abort
         self.is_stale = is_stale
         self.fallback_flag = fallback_flag
+        self.clock = clock
+        self.on_partial_shown = on_partial_shown
+        self.speculator = None
         self.finished = threading.Event()
+        self.busy = False
         self.skipped_stale_partials = 0
         self._orders = {id(fallback): reorder_to_emotions(fallback.labels)}
         if primary is not None:
@@ -92,12 +106,25 @@ class InferenceWorker:
     def queue_depth(self) -> int:
         return self.utterance_q.qsize() + self.partial_q.qsize()
 
+    def idle(self) -> bool:
+        """Nothing running and nothing queued (when speculative work may start)."""
+        return not self.busy and self.queue_depth() == 0
+
+    def speculative_model(self) -> Classifier:
+        """The model the policy would give the next utterance (nothing counted)."""
+        primary = self.primary
+        return primary if primary is not None and self.policy.peek() == PRIMARY else self.fallback
+
     def run(self) -> None:
         try:
             while not self.abort.is_set():
                 item = self._next_item()
                 if item is not None:
-                    self._process(item)
+                    self.busy = True
+                    try:
+                        self._process(item)
+                    finally:
+                        self.busy = False
                 elif self.segmentation_done.is_set() and self.utterance_q.empty() and self.partial_q.empty():
                     break
         finally:
@@ -126,13 +153,18 @@ class InferenceWorker:
         route = self.policy.route(item.kind)
         use_primary = route.model == PRIMARY and self.primary is not None
         model = self.primary if use_primary else self.fallback
-        probs = self._predict(model, item)
+        probs = None
+        if self.speculator is not None and item.kind == "utterance":
+            probs = self.speculator.claim(item, model)
+        if probs is None:
+            probs = self._predict(model, item)
         if probs is None and use_primary:
             use_primary, model = False, self.fallback
             probs = self._predict(model, item)
         if probs is None:
             return
-        latency_ms = (time.monotonic() - item.available_at) * 1000.0
+        latency_s = self.clock() - item.available_at
+        latency_ms = latency_s * 1000.0
         depth = self.queue_depth()
         order = self._orders[id(model)]
         if order is not None:
@@ -142,17 +174,25 @@ class InferenceWorker:
             kind=item.kind, queue_depth=depth, fallback=self.fallback_flag and not use_primary)
         self.metrics.record_prediction(prediction)
         self.publish(prediction)
+        if item.kind == "partial" and self.on_partial_shown is not None:
+            self.on_partial_shown(item, latency_s)
         observed = LatencyObservation(PRIMARY if use_primary else FALLBACK, latency_ms, depth, item.kind)
         for switch in self.policy.push(observed):
             self._announce(switch)
 
+    @staticmethod
+    def compute(model: Classifier, item: WorkItem) -> np.ndarray:
+        """-> probabilities [len(model.labels)] of one span; raises on failure or an invalid output.
+        The one model call both the worker and the Speculator make."""
+        out = np.asarray(model.predict([item.audio]), dtype=np.float64)
+        if out.ndim != 2 or out.shape[0] != 1 or not np.all(np.isfinite(out)):
+            raise ValueError(f"predict returned an invalid array of shape {out.shape}")
+        return out[0]
+
     def _predict(self, model: Classifier, item: WorkItem) -> np.ndarray | None:
         """-> probabilities [len(model.labels)], or None after reporting a failure."""
         try:
-            out = np.asarray(model.predict([item.audio]), dtype=np.float64)
-            if out.ndim != 2 or out.shape[0] != 1 or not np.all(np.isfinite(out)):
-                raise ValueError(f"predict returned an invalid array of shape {out.shape}")
-            return out[0]
+            return self.compute(model, item)
         except Exception as exc:  # a model must never take the engine down
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             if model is self.primary:

@@ -78,15 +78,34 @@ def make_bundle(folder: Path) -> Path:
     return target
 
 
+class FakeClock:
+    """An injected engine clock (seconds) that moves only when told: latencies in a test then
+    depend on what the code did, not on how fast this machine is."""
+
+    def __init__(self) -> None:
+        self._now = 1_000.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
 class SlowClassifier(Classifier):
-    """Wraps a real Classifier and sleeps `delay_s(call_index)` seconds before each prediction.
+    """Wraps a real Classifier and sleeps `delay_s(call_index)` seconds before each prediction
+    (with `clock`: advances that FakeClock instead of sleeping).
 
     Also records every call (audio length in samples) so tests can see what ran where;
     fail_at: call indices that raise RuntimeError(message) instead.
     """
 
     def __init__(self, inner: Classifier, name: str, delay_s: Callable[[int], float] = lambda i: 0.0,
-                 fail_at: Sequence[int] = (), message: str = "simulated failure") -> None:
+                 fail_at: Sequence[int] = (), message: str = "simulated failure",
+                 clock: FakeClock | None = None) -> None:
         self.inner = inner
         self.name = name
         self.labels = inner.labels
@@ -94,6 +113,7 @@ class SlowClassifier(Classifier):
         self.delay_s = delay_s
         self.fail_at = set(fail_at)
         self.message = message
+        self.clock = clock
         self.calls: list[int] = []
         self._lock = threading.Lock()
 
@@ -105,7 +125,9 @@ class SlowClassifier(Classifier):
             index = len(self.calls)
             self.calls.append(len(waveforms[0]))
         delay = self.delay_s(index)
-        if delay > 0:
+        if delay > 0 and self.clock is not None:
+            self.clock.advance(delay)
+        elif delay > 0:
             time.sleep(delay)
         if index in self.fail_at:
             raise RuntimeError(self.message)
@@ -136,8 +158,11 @@ class PacedArraySource(AudioSource):
     and counted.
     """
 
-    def __init__(self, audio: np.ndarray, speed: float = 8.0, block_ms: int = 30) -> None:
+    def __init__(self, audio: np.ndarray, speed: float = 8.0, block_ms: int = 30, hold_after_s: float | None = None) -> None:
+        """hold_after_s: release only that much audio, then wait for stop() (no end of stream),
+        like a microphone the user stops mid-sentence."""
         super().__init__()
+        self.hold_after_s = hold_after_s
         self.audio = audio
         self.speed = speed
         self.block = 16 * block_ms
@@ -165,10 +190,11 @@ class PacedArraySource(AudioSource):
 
     def _run(self, out_q: queue.Queue, stop_event: threading.Event) -> None:
         started = time.monotonic()
-        for offset in range(0, len(self.audio), self.block):
+        end = len(self.audio) if self.hold_after_s is None else int(self.hold_after_s * 16_000)
+        for offset in range(0, end, self.block):
             if self._stop.is_set() or stop_event.is_set():
                 return
-            piece = float_to_int16(self.audio[offset:offset + self.block])
+            piece = float_to_int16(self.audio[offset:min(offset + self.block, end)])
             block = AudioBlock(start_s=offset / 16_000, samples=piece)
             self.samples_out = offset + len(piece)
             if math.isinf(self.speed):
@@ -183,7 +209,20 @@ class PacedArraySource(AudioSource):
             if delay > 0 and self._stop.wait(delay):
                 return
             self.dropped_blocks += put_dropping_oldest(out_q, block)
+        if self.hold_after_s is not None:
+            self._stop.wait()
+            return
         self.dropped_blocks += put_dropping_oldest(out_q, END_OF_STREAM)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    """Poll condition until it holds; False after timeout_s (a bound against hangs, not a timing claim)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def offline_utterances(audio: np.ndarray, cfg=None) -> list:

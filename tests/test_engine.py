@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from engine_support import (REPO_ROOT, EventLog, PacedArraySource, SlowClassifier, make_bundle,
-                            offline_partial_windows, offline_utterances, write_speech_file)
+from engine_support import (REPO_ROOT, EventLog, FakeClock, PacedArraySource, SlowClassifier, make_bundle,
+                            offline_partial_windows, offline_utterances, wait_until, write_speech_file)
 from realtime.engine import Engine, EngineConfig
 from realtime.metrics import latency_stats
 from realtime.sources import FileSource
@@ -40,10 +39,12 @@ def speech(emodb_dir, tmp_path_factory):
             "joined": write_speech_file(emodb_dir, folder / "joined.wav", 5, joined=True)}
 
 
-def run_engine(source, fallback, tmp_path, cfg=None, primary=None, listener=None, timeout_s=120.0):
-    timeline = TimelineWriter(tmp_path / "session.jsonl", {"test": True})
+def run_engine(source, fallback, tmp_path, cfg=None, primary=None, listener=None, timeout_s=120.0, clock=None,
+               name="session.jsonl"):
+    timeline = TimelineWriter(tmp_path / name, {"test": True})
     log = listener or EventLog()
-    engine = Engine(source, fallback, cfg or EngineConfig(), primary=primary, timeline=timeline, listener=log)
+    engine = Engine(source, fallback, cfg or EngineConfig(), primary=primary, timeline=timeline, listener=log,
+                    **({"clock": clock} if clock else {}))
     with engine:
         assert engine.wait(timeout_s), "engine did not finish the input in time"
     return engine, load_timeline(timeline.path), log
@@ -104,10 +105,12 @@ def test_level_updates_and_a_broken_listener(classifier, speech, tmp_path):
 
 
 def test_partial_windows_on_schedule_during_long_utterance(classifier, speech, tmp_path):
+    """Without deadline feedback the windows are exactly the offline grid (the feedback, which
+    moves them earlier, is covered in tests/test_windows.py and the next test)."""
     source = PacedArraySource.from_file(speech["joined"], speed=2.0)
     offline = offline_utterances(source.audio)
     assert len(offline) == 1 and offline[0].end_s - offline[0].start_s > 8.0
-    cfg = EngineConfig(hop_ms=500, window_ms=2000, min_window_ms=1000)
+    cfg = EngineConfig(hop_ms=500, window_ms=2000, min_window_ms=1000, partial_deadlines=False)
     engine, session, _ = run_engine(source, classifier, tmp_path, cfg=cfg)
     (utterance,) = session.utterances()
     partials = session.partials()
@@ -128,12 +131,33 @@ def test_partial_windows_on_schedule_during_long_utterance(classifier, speech, t
     assert session.view() == [utterance]                          # partials replaced in the review view
 
 
+def test_deadline_feedback_moves_live_windows_off_the_grid(classifier, speech, tmp_path):
+    """Real-time pace: the worker's feedback reaches the scheduler, so windows are cut earlier
+    than the fixed grid (never closer than hop/2), and every one lies inside the utterance."""
+    audio = PacedArraySource.from_file(speech["joined"]).audio[:6 * 16_000]
+    source = PacedArraySource(audio, speed=1.0)
+    cfg = EngineConfig(hop_ms=500, window_ms=2000, min_window_ms=1000)
+    engine, session, _ = run_engine(source, classifier, tmp_path, cfg=cfg)
+    (utterance,) = session.utterances()
+    grid = {(w.start_s, w.end_s) for w in offline_partial_windows(audio, cfg.window_config())}
+    partials = session.partials()
+    assert len(partials) >= 4
+    assert any((p.start_s, p.end_s) not in grid for p in partials)
+    ends = np.array([p.end_s for p in partials])
+    assert np.all(np.diff(ends) >= 0.25 - 1e-3)
+    assert all(utterance.start_s - 1e-6 <= p.start_s and p.end_s <= utterance.end_s + 0.7 for p in partials)
+
+
 def test_switch_to_fallback_and_back(classifier, speech, tmp_path):
-    primary = SlowClassifier(classifier, "slow-primary", delay_s=lambda i: 0.5 if i < 5 else 0.0)
+    """Latencies on an injected clock: the slow primary costs 0.5 s of it per call, the real
+    models cost nothing, so the switch and the recovery do not depend on this machine's speed."""
+    clock = FakeClock()
+    primary = SlowClassifier(classifier, "slow-primary", delay_s=lambda i: 0.5 if i < 5 else 0.0, clock=clock)
     fallback = SlowClassifier(classifier, "fast-fallback")
-    cfg = EngineConfig(partials_enabled=False, latency_budget_ms=300, probe_every_n=2, recover_after_n=3)
+    cfg = EngineConfig(partials_enabled=False, latency_budget_ms=300, probe_every_n=2, recover_after_n=3,
+                       speculate=False)
     source = PacedArraySource.from_file(speech["many"], speed=8.0)
-    _, session, _ = run_engine(source, fallback, tmp_path, cfg=cfg, primary=primary)
+    _, session, _ = run_engine(source, fallback, tmp_path, cfg=cfg, primary=primary, clock=clock)
     models = [p.model for p in session.utterances()]
     assert len(models) == 20
     assert models[:5] == ["slow-primary"] * 5
@@ -203,17 +227,19 @@ def test_utterances_never_lost_when_the_model_lags(classifier, speech, tmp_path)
 
 
 def test_stop_mid_utterance_classifies_the_speech_so_far(classifier, speech, tmp_path):
-    source = PacedArraySource.from_file(speech["joined"], speed=1.0)
+    """The source delivers 3 s of a long sentence and then nothing (a microphone the user stops)."""
+    source = PacedArraySource.from_file(speech["joined"], speed=float("inf"), hold_after_s=3.0)
     timeline = TimelineWriter(tmp_path / "s.jsonl", {})
-    engine = Engine(source, classifier, EngineConfig(), timeline=timeline)
+    log = EventLog()
+    engine = Engine(source, classifier, EngineConfig(), timeline=timeline, listener=log)
     engine.start()
-    time.sleep(3.0)
+    assert wait_until(lambda: any(u.time_s >= 2.9 for u in log.of(LevelUpdate)))
     assert not engine.wait(0)
     summary = engine.stop(timeout_s=10)
     session = load_timeline(timeline.path)
     (utterance,) = session.utterances()
     assert utterance.start_s == pytest.approx(0.57, abs=0.1)
-    assert 2.0 < utterance.end_s < 4.5
+    assert 2.0 < utterance.end_s <= 3.0 + 1e-6
     assert summary.utterances == 1 and session.complete
     assert session.statuses[-1]["state"] == "stopped"
 
@@ -245,7 +271,7 @@ def test_gui_factory_contract(classifier, speech, tmp_path):
     assert not engine.wait(0)                     # built, not started
     assert engine.source.cfg.pace == "realtime"
     engine.start()
-    time.sleep(2.5)
+    assert wait_until(lambda: any(u.time_s >= 1.0 for u in log.of(LevelUpdate)))   # it runs
     engine.stop()
     session = load_timeline(tmp_path / "gui.jsonl")
     assert session.header["model"]["name"] == classifier.name and session.complete

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from realtime.resample import resample_to_16k
 from realtime.source import AudioBlock
-from realtime.types import PartialWindow, SpeechEnded, SpeechStarted, Utterance
+from realtime.types import PartialShown, PartialWindow, SpeechEnded, SpeechResumed, SpeechStarted, Utterance, UtteranceFixed
 from realtime.windows import PartialWindowConfig, PartialWindowScheduler, StreamSegmenter
 
 RATE = 16_000
@@ -26,12 +26,14 @@ def long_speech(emodb_dir) -> np.ndarray:
     return np.concatenate([silence, *clips, silence])
 
 
-def run(audio: np.ndarray, block: int, **window_args):
+def run(audio: np.ndarray, block: int, speculation_events: bool = False, **window_args):
+    """Events of one pass, without UtteranceFixed / SpeechResumed unless speculation_events."""
     seg = StreamSegmenter(window_cfg=PartialWindowConfig(**window_args))
     events = []
     for i in range(0, len(audio), block):
         events.extend(seg.push(AudioBlock(i / RATE, audio[i:i + block])))
-    return events + seg.flush()
+    events += seg.flush()
+    return events if speculation_events else [e for e in events if not isinstance(e, (UtteranceFixed, SpeechResumed))]
 
 
 def test_partials_every_hop_during_long_utterance(long_speech):
@@ -69,9 +71,9 @@ def test_block_size_does_not_change_events(long_speech):
     def key(events):
         return [(type(e).__name__, getattr(e, "start_s", None), getattr(e, "end_s", None),
                  len(getattr(e, "audio", ()))) for e in events]
-    reference = key(run(long_speech, block=len(long_speech)))
+    reference = key(run(long_speech, block=len(long_speech), speculation_events=True))
     for block in (97, 480, 3_333):
-        assert key(run(long_speech, block=block)) == reference
+        assert key(run(long_speech, block=block, speculation_events=True)) == reference
 
 
 def test_hop_and_window_settings(long_speech):
@@ -107,7 +109,52 @@ def test_scheduler_alone_ignores_audio_without_speech_events():
     assert sched.push(np.ones(RATE, np.float32)) == []
 
 
-@pytest.mark.parametrize("bad", [dict(hop_ms=0), dict(window_ms=0), dict(min_window_ms=3_000)])
+def shown_times(lags_s: list[float], feedback: bool, block: int = 80, seconds: float = 20.0):
+    """Simulate a model whose k-th live result is shown lags_s[k % len] after the block that
+    made its window (stream seconds); with feedback the scheduler hears when each was shown.
+    Returns (window ends, shown times)."""
+    sched = PartialWindowScheduler(PartialWindowConfig(hop_ms=500, window_ms=2_000, min_window_ms=1_000))
+    sched.push(SpeechStarted(start_s=0.0))
+    ends, shown, pending = [], [], []
+    for i in range(0, int(seconds * RATE), block):
+        now_s = i / RATE
+        for item in [p for p in pending if p.shown_s <= now_s]:
+            pending.remove(item)
+            if feedback:
+                sched.push(item)
+        for window in sched.push(np.full(block, 0.1, np.float32)):
+            block_end_s = (i + block) / RATE
+            ends.append(window.end_s)
+            shown.append(block_end_s + lags_s[len(shown) % len(lags_s)])
+            pending.append(PartialShown(end_s=window.end_s, shown_s=shown[-1]))
+    return np.array(ends), np.array(shown)
+
+
+def test_deadline_feedback_keeps_updates_within_the_hop():
+    """Inference jitter (lags 100-300 ms) lands on top of the hop on a fixed grid; with deadline
+    feedback each window is cut early enough that updates are at most hop_ms apart."""
+    lags = [0.12, 0.30, 0.18, 0.25, 0.10, 0.28, 0.15]
+    grid_ends, grid_shown = shown_times(lags, feedback=False)
+    np.testing.assert_allclose(np.diff(grid_ends), 0.5, atol=1e-6)
+    assert np.diff(grid_shown).max() > 0.6                       # jitter on top of the hop
+    ends, shown = shown_times(lags, feedback=True)
+    gaps = np.diff(shown)[2:]                                    # once the largest lag has been seen
+    assert gaps.max() <= 0.5 + 80 / RATE                         # within one block of the deadline
+    assert np.all(np.diff(ends) >= 0.25 - 1e-9) and np.all(np.diff(ends) <= 0.5 + 1e-9)
+    assert len(ends) <= 1.4 * len(grid_ends)                     # a few more windows, not twice as many
+
+
+def test_feedback_about_an_older_window_is_ignored():
+    sched = PartialWindowScheduler(PartialWindowConfig(hop_ms=500, window_ms=2_000, min_window_ms=1_000))
+    sched.push(SpeechStarted(start_s=0.0))
+    first = sched.push(np.zeros(int(1.6 * RATE), np.float32))
+    assert [w.end_s for w in first] == [1.0, 1.5]
+    sched.push(PartialShown(end_s=1.0, shown_s=1.05))            # stale: 1.5 s already went out
+    assert [w.end_s for w in sched.push(np.zeros(RATE, np.float32))] == [2.0, 2.5]
+
+
+@pytest.mark.parametrize("bad", [dict(hop_ms=0), dict(window_ms=0), dict(min_window_ms=3_000),
+                                 dict(window_ms=10**30), dict(hop_ms=10**9)])
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         dataclasses.replace(PartialWindowConfig(), **bad)
