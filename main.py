@@ -110,9 +110,12 @@ def export_csv_command(paths: list[str]) -> int:
     if len(paths) > 2:
         raise UsageError("--export-csv takes a timeline and optionally a CSV path")
     source = Path(paths[0])
-    target = Path(paths[1]) if len(paths) == 2 else source.with_suffix(".csv")
-    if target == source:   # "x.csv" as the timeline itself and no CSV name given
+    if len(paths) == 2:
+        target = Path(paths[1])   # export_csv refuses the timeline itself or a file that is not an export
+    elif source.suffix.lower() == ".csv":   # a timeline saved as x.csv: write beside it
         target = source.with_name(f"{source.stem}-export.csv")
+    else:
+        target = source.with_suffix(".csv")
     session = load_timeline(source)
     rows = export_csv(session, target)
     skipped = session.torn_lines + len(session.predictions) - rows

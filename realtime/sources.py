@@ -101,12 +101,15 @@ def _wav_declared_frames(path: Path, frames: int) -> int:
 def probe_audio_file(path: str | os.PathLike) -> FileInfo:
     """Open the file, check it holds decodable audio, read its header. Raises AudioFileError."""
     p = Path(path)
-    if not p.exists():
-        raise AudioFileError(f"audio file not found: {p}")
-    if not p.is_file():
-        raise AudioFileError(f"not a regular file: {p}")
-    if p.stat().st_size == 0:
-        raise AudioFileError(f"audio file is empty (0 bytes): {p}")
+    try:
+        if not p.exists():
+            raise AudioFileError(f"audio file not found: {p}")
+        if not p.is_file():
+            raise AudioFileError(f"not a regular file: {p}")
+        if p.stat().st_size == 0:
+            raise AudioFileError(f"audio file is empty (0 bytes): {p}")
+    except OSError as exc:   # name too long, permission denied on a parent folder...
+        raise AudioFileError(f"cannot open audio file {p}: {exc.strerror or exc}") from None
     try:
         with sf.SoundFile(str(p)) as f:
             info = FileInfo(path=str(p), sample_rate_hz=int(f.samplerate), channels=int(f.channels),
