@@ -1,13 +1,17 @@
-"""Trained-model bundles: a folder with bundle.json plus model.safetensors (torch) or model.joblib (sklearn).
+"""Trained-model bundles on disk: a folder with bundle.json plus model.safetensors (torch) or model.joblib (sklearn).
 
-    save_bundle(out_dir, model, name, meta)        -> Path of the folder written
-    load_bundle(bundle_dir, device)                -> (model, meta dict)        [torch or sklearn]
-    load_bundle_classifier(bundle_dir, device)     -> warmed-up Classifier     [torch, sklearn, ensemble]
+    save_bundle(out_dir, model, name, meta)   -> Path of the folder written (format_version 2)
+    read_bundle_json(bundle_dir)              -> bundle.json as a format-2 dict (format 1 is upgraded)
+    upgrade_state_v1(state)                   -> a format-1 state dict with format-2 key names
 
-Every problem with a bundle (missing folder or files, corrupt JSON or weights,
-wrong format_version, unknown model, weights that don't fit the architecture,
-a label map that isn't EMOTIONS) raises `BundleError` with one readable line.
-Loading reads local files only; nothing is downloaded.
+Loading (weights, checks, Classifier) is models/loader.py; this module is the
+file format only. Every problem with a bundle raises `BundleError` with one
+readable line. Reading touches local files only; nothing is downloaded.
+
+Format 1 (until 2026-12-02) called the openSMILE functionals "egemaps" whatever
+their set: feature type "logmel+egemaps", args egemaps_hidden/egemaps_dropout,
+buffers egemaps_mean/egemaps_std. Format 2 says "functionals". Format-1
+bundles keep loading: `read_bundle_json` and `upgrade_state_v1` rename on the fly.
 """
 from __future__ import annotations
 
@@ -20,14 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from models.classifier import SAMPLE_RATE_HZ, Classifier
+from models.classifier import SAMPLE_RATE_HZ
 from models.labels import EMOTIONS
-from models.registry import UnknownModelError, build_model, get_spec
+from models.registry import UnknownModelError, get_spec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 BUNDLE_JSON = "bundle.json"
 ENSEMBLE_JSON = "ensemble.json"
 WEIGHT_FILES = {"torch": "model.safetensors", "sklearn": "model.joblib"}
@@ -60,19 +62,6 @@ def file_hash(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
-def resolve_device(device: str | None) -> str:
-    """None -> "cuda" when available else "cpu"; a CUDA device without CUDA raises BundleError."""
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BundleError(f"device {device!r} requested but CUDA is not available; use device 'cpu'")
-    try:
-        torch.device(device)
-    except RuntimeError as err:
-        raise BundleError(f"invalid device {device!r}: {err}") from None
-    return device
-
-
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     """Call write(tmp_path) then rename over `path`, so a crash never leaves a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -86,12 +75,14 @@ def _feature_config(model: Any) -> dict[str, Any]:
 
 
 def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any] | None = None) -> Path:
-    """Write `model` (an nn.Module or the eGeMAPS SVM) as a bundle folder and return its path.
+    """Write `model` (an nn.Module or a functionals classifier) as a format-2 bundle folder; return its path.
 
     name: registry name (checked). meta: optional values for bundle.json keys
     feature, fold, metrics, training, data, git_commit; other keys are stored
     as extra top-level entries. The model must provide model_args().
     """
+    from torch import nn
+
     get_spec(name)
     meta = dict(meta or {})
     # DistributedDataParallel (.module) and torch.compile (._orig_mod) wrappers prefix the state-dict keys.
@@ -148,7 +139,9 @@ def _json_default(value: Any) -> Any:
 
 
 def read_bundle_json(bundle_dir: str | Path) -> dict[str, Any]:
-    """Parse and validate bundle.json (format, kind, model name, labels); raises BundleError."""
+    """Parse and validate bundle.json (format, kind, model name, labels, sample rate) -> format-2 dict.
+
+    A format-1 file is upgraded in memory (its dict gains "upgraded_from": 1). Raises BundleError."""
     folder = Path(bundle_dir)
     if not folder.exists():
         raise BundleError(f"bundle folder not found: {folder}")
@@ -157,7 +150,7 @@ def read_bundle_json(bundle_dir: str | Path) -> dict[str, Any]:
     json_path = folder / BUNDLE_JSON
     if not json_path.is_file():
         if (folder / ENSEMBLE_JSON).is_file():
-            raise BundleError(f"{folder} is an ensemble folder; load it with load_bundle_classifier")
+            raise BundleError(f"{folder} is an ensemble folder; load it with models.loader.load_classifier")
         present = [f for f in WEIGHT_FILES.values() if (folder / f).is_file()]
         missing = [BUNDLE_JSON] + ([] if present else ["model.safetensors or model.joblib"])
         raise BundleError(f"bundle {folder} is missing {' and '.join(missing)}")
@@ -171,9 +164,9 @@ def read_bundle_json(bundle_dir: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise BundleError(f"{json_path} must hold a JSON object, found {type(meta).__name__}")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise BundleError(f"{json_path} has format_version {version!r}; this VED reads format_version "
-                          f"{FORMAT_VERSION}")
+                          f"{' or '.join(map(str, READABLE_VERSIONS))}")
     kind = meta.get("kind")
     if kind not in WEIGHT_FILES:
         raise BundleError(f"{json_path} has kind {kind!r}; expected one of {', '.join(WEIGHT_FILES)}")
@@ -188,122 +181,40 @@ def read_bundle_json(bundle_dir: str | Path) -> dict[str, Any]:
         get_spec(model_entry["name"])
     except UnknownModelError as err:
         raise BundleError(f"{json_path}: {err}") from None
+    rate = meta.get("sample_rate_hz")
+    if rate != SAMPLE_RATE_HZ or isinstance(rate, bool):
+        raise BundleError(f"{json_path} was made for sample_rate_hz {rate!r}; VED's models run at "
+                          f"{SAMPLE_RATE_HZ} Hz")
     weights = folder / WEIGHT_FILES[kind]
     if not weights.is_file():
         raise BundleError(f"bundle {folder} is missing its weights file {weights.name}")
+    return _upgrade_v1(meta) if version == 1 else meta
+
+
+_V1_ARGS = {"egemaps_hidden": "functionals_hidden", "egemaps_dropout": "functionals_dropout"}
+_V1_STATE_PREFIX, _V2_STATE_PREFIX = "egemaps_", "functionals_"
+
+
+def _upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2 in memory: the functionals' arguments and feature entry get their format-2 names."""
+    meta = {**meta, "format_version": FORMAT_VERSION, "upgraded_from": 1}
+    args = meta["model"].get("args", {})
+    meta["model"] = {**meta["model"], "args": {_V1_ARGS.get(key, key): value for key, value in args.items()}}
+    feature = meta.get("feature")
+    if isinstance(feature, dict):
+        feature = dict(feature)
+        if feature.get("type") == "logmel+egemaps":  # doublestream-v4
+            feature["type"] = "logmel+functionals"
+            old = feature.pop("egemaps", {}) or {}
+            feature["functionals"] = {"feature_set": old.get("feature_set"), "dim": old.get("functionals")}
+        elif feature.get("type") == "egemaps":  # functionals classifiers (SVM, logistic regression)
+            feature["type"] = "functionals"
+            feature["dim"] = feature.pop("functionals", None)
+        meta["feature"] = feature
     return meta
 
 
-def _check_state_matches(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Compare a loaded state dict with the model's; raise BundleError naming the differences."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [f"{k} (file {list(state[k].shape)} vs model {list(expected[k].shape)})"
-                   for k in expected if k in state and state[k].shape != expected[k].shape]
-    problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatch", wrong_shape)):
-        if items:
-            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-            problems.append(f"{label}: {', '.join(items[:3])}{more}")
-    if problems:
-        raise BundleError(f"weights in {where} do not match the architecture in bundle.json; "
-                          + "; ".join(problems))
-
-
-def load_bundle(bundle_dir: str | Path, device: str | None = "cpu",
-                backbone_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
-    """Load a torch or sklearn bundle -> (model in eval mode on `device` | fitted SVM, bundle.json dict).
-
-    device: "cpu", "cuda", "cuda:0" or None (cuda when available). The dict
-    gains "checkpoint_hash" (first 12 hex of the weights file's sha256).
-    backbone_dir: for heads on a pretrained backbone, the backbone folder on this
-    machine (replaces the folder recorded at training time).
-    """
-    folder = Path(bundle_dir)
-    meta = read_bundle_json(folder)
-    name, args = meta["model"]["name"], dict(meta["model"].get("args", {}))
-    if backbone_dir is not None and "backbone_dir" in args:
-        args["backbone_dir"] = str(backbone_dir)
-    weights = folder / WEIGHT_FILES[meta["kind"]]
-    if meta["kind"] == "torch":
-        model = _load_torch(weights, name, args, resolve_device(device))
-    else:
-        model = _load_sklearn(weights)
-    meta["checkpoint_hash"] = file_hash(weights)
-    return model, meta
-
-
-def _build(name: str, args: dict[str, Any], where: Path) -> Any:
-    try:
-        return build_model(name, **args)
-    except (TypeError, ValueError) as err:
-        raise BundleError(f"model args in {where} do not fit {name!r}: {err}") from None
-
-
-def _load_torch(weights: Path, name: str, args: dict[str, Any], device: str) -> nn.Module:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    model = _build(name, args, weights.with_name(BUNDLE_JSON))
-    if not isinstance(model, nn.Module):
-        raise BundleError(f"{weights.parent}: model {name!r} is not a torch model but the bundle kind is torch")
-    try:
-        state = load_file(str(weights), device="cpu")
-    except SafetensorError as err:
-        raise BundleError(f"{weights} is corrupt or truncated ({err})") from None
-    except OSError as err:
-        raise BundleError(f"cannot read {weights}: {err}") from None
-    _check_state_matches(model, state, str(weights))
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
-
-
-def _load_sklearn(weights: Path) -> Any:
-    import joblib
-
-    try:
-        model = joblib.load(weights)
-    except (EOFError, pickle.UnpicklingError, ValueError, KeyError, IndexError, AttributeError,
-            ModuleNotFoundError, OSError) as err:
-        raise BundleError(f"{weights} is corrupt or truncated ({type(err).__name__}: {err})") from None
-    if not callable(getattr(model, "predict_proba", None)):
-        raise BundleError(f"{weights} does not hold a classifier with predict_proba")
-    classes = [int(c) for c in getattr(model, "classes_", [])]
-    if not classes or any(c < 0 or c >= len(EMOTIONS) for c in classes):
-        raise BundleError(f"{weights} was trained on class indices {classes}, not 0..{len(EMOTIONS) - 1}")
-    return model
-
-
-def _display_name(meta: dict[str, Any]) -> str:
-    name = meta["model"]["name"]
-    return name if meta.get("fold") is None else f"{name}-fold{meta['fold']}"
-
-
-def load_bundle_classifier(bundle_dir: str | Path, device: str | None = None,
-                           backbone_dir: str | Path | None = None) -> Classifier:
-    """Any bundle folder (torch, sklearn or ensemble) -> warmed-up Classifier; raises BundleError.
-
-    backbone_dir overrides the pretrained-backbone folder recorded in the bundle."""
-    folder = Path(bundle_dir)
-    if not folder.exists():
-        raise BundleError(f"bundle folder not found: {folder}")
-    if (folder / ENSEMBLE_JSON).is_file():
-        try:
-            from models.ensemble import load_ensemble
-        except ImportError as err:
-            raise BundleError(f"{folder} is an ensemble but ensemble support is unavailable ({err})") from None
-        return load_ensemble(folder, device, backbone_dir=backbone_dir)
-    model, meta = load_bundle(folder, device, backbone_dir=backbone_dir)
-    if meta["kind"] == "torch":
-        from models.torch_classifier import TorchClassifier
-
-        classifier: Classifier = TorchClassifier(model, name=_display_name(meta), device=resolve_device(device),
-                                                 checkpoint_hash=meta["checkpoint_hash"])
-    else:
-        from models.svm import SklearnClassifier
-
-        classifier = SklearnClassifier(model, name=_display_name(meta), checkpoint_hash=meta["checkpoint_hash"])
-    classifier.warmup()
-    return classifier
+def upgrade_state_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """Format-1 state-dict keys -> format 2 (egemaps_mean, egemaps_branch.0.weight, ... -> functionals_*)."""
+    return {(_V2_STATE_PREFIX + key[len(_V1_STATE_PREFIX):] if key.startswith(_V1_STATE_PREFIX) else key): value
+            for key, value in state.items()}

@@ -35,11 +35,11 @@ class Classifier(ABC):
         Returns float32 probabilities of shape [batch, len(labels)], rows sum to 1.
         """
 
-    def warmup(self, seconds: float = 1.0) -> None:
-        """Run one prediction on generated audio so the first real call is not slow."""
+    def warmup(self, seconds: float = 1.0) -> np.ndarray:
+        """Run one prediction on generated audio so the first real call is not slow -> its probs [1, 6]."""
         rng = np.random.default_rng(0)
         clip = (0.01 * rng.standard_normal(int(seconds * SAMPLE_RATE_HZ))).astype(np.float32)
-        self.predict([clip])
+        return self.predict([clip])
 
     def describe(self) -> str:
         """One line for logs and the status bar."""

@@ -20,6 +20,8 @@ import torchaudio
 from torch import nn
 from tqdm import tqdm
 
+from models.config_checks import check_fields
+
 
 @dataclass(frozen=True)
 class LogMelConfig:
@@ -36,6 +38,7 @@ class LogMelConfig:
     min_clip_ms: float = 200.0
 
     def __post_init__(self) -> None:
+        check_fields(self, {"n_mels": (8, 512), "win_ms": (1.0, 1000.0), "min_clip_ms": (1.0, 60_000.0)})
         if self.sample_rate_hz <= 0:
             raise ValueError(f"sample_rate_hz must be > 0, got {self.sample_rate_hz}")
         if not 0 < self.hop_ms <= self.win_ms:
@@ -79,6 +82,7 @@ class SpecAugmentConfig:
     n_time_masks: int = 2
 
     def __post_init__(self) -> None:
+        check_fields(self, {"n_freq_masks": (0, 16), "n_time_masks": (0, 16)})
         for name in ("freq_mask_bins", "time_mask_frames", "n_freq_masks", "n_time_masks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from models.config_checks import check_fields
+
 EGEMAPS_DIM = 88
 FEATURE_SET = "eGeMAPSv02"
 FEATURE_SETS = {"eGeMAPSv02": EGEMAPS_DIM, "ComParE_2016": 6373}
@@ -50,6 +52,7 @@ class FunctionalsConfig:
     feature_set: str = FEATURE_SET
 
     def __post_init__(self) -> None:
+        check_fields(self, {"min_clip_ms": (0.0, 60_000.0)})
         feature_dim(self.feature_set)
         if self.sample_rate_hz <= 0:
             raise ValueError(f"sample_rate_hz must be > 0, got {self.sample_rate_hz}")

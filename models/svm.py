@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.classifier import Classifier
+from models.config_checks import check_fields
 from models.functionals import FEATURE_SET, feature_dim, functionals_batch
 from models.labels import EMOTIONS, NUM_CLASSES
 
@@ -40,6 +41,7 @@ class EgemapsSVMConfig:
     classifier: str = "rbf-svm"
 
     def __post_init__(self) -> None:
+        check_fields(self, {"C": (1e-12, 1e12), "random_state": (0, 2**32 - 1)})
         feature_dim(self.feature_set)
         if self.classifier not in ("rbf-svm", "logreg"):
             raise ValueError(f"classifier must be 'rbf-svm' or 'logreg', got {self.classifier!r}")
@@ -55,8 +57,6 @@ class EgemapsSVM:
     """StandardScaler + RBF SVC with Platt-scaled probabilities, or + logistic regression, on functionals.
 
     (The class keeps its first name, from when eGeMAPS + SVM was its only configuration.)"""
-
-    needs_egemaps = True
 
     def __init__(self, config: EgemapsSVMConfig | None = None) -> None:
         self.config = config or EgemapsSVMConfig()
@@ -123,8 +123,8 @@ class EgemapsSVM:
         return asdict(self.config)
 
     def feature_config(self) -> dict[str, Any]:
-        return {"type": "egemaps", "feature_set": self.functionals_set,
-                "functionals": feature_dim(self.functionals_set)}
+        return {"type": "functionals", "feature_set": self.functionals_set,
+                "dim": feature_dim(self.functionals_set)}
 
     def _check_features(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -161,7 +161,7 @@ class SklearnClassifier(Classifier):
         """list of float32 16 kHz mono arrays -> float32 [B, 6]."""
         if len(waveforms) == 0:
             return np.zeros((0, NUM_CLASSES), dtype=np.float32)
-        feature_set = getattr(self.model, "functionals_set", FEATURE_SET)
+        feature_set = self.model.functionals_set
         raw = np.asarray(self.model.predict_proba(functionals_batch(waveforms, feature_set)), dtype=np.float32)
         if raw.shape[1] == NUM_CLASSES:
             return raw

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.bundle import (BundleError, file_hash, git_commit, load_bundle, load_bundle_classifier,
-                           save_bundle)
+from models.bundle import BundleError, file_hash, git_commit, save_bundle
 from models.functionals import EGEMAPS_DIM, egemaps_batch
 from models.features import pad_batch
 from models.labels import EMOTIONS, NUM_CLASSES
-from models.registry import UnknownModelError, build_model, load_classifier
+from models.loader import load_bundle, load_bundle_classifier, load_classifier
+from models.registry import UnknownModelError, build_model
 from models.torch_classifier import TorchClassifier
 
 CONTRACT_KEYS = {"format_version", "kind", "model", "labels", "feature", "sample_rate_hz", "fold", "metrics",
@@ -65,7 +65,7 @@ def test_torch_bundle_json_has_contract_keys(conformer_bundle):
     folder, model = conformer_bundle
     doc = json.loads((folder / "bundle.json").read_text())
     assert CONTRACT_KEYS <= set(doc)
-    assert doc["format_version"] == 1 and doc["kind"] == "torch"
+    assert doc["format_version"] == 2 and doc["kind"] == "torch"
     assert doc["model"] == {"name": "conformer-v3.2", "args": model.model_args()}
     assert doc["labels"] == list(EMOTIONS) and doc["sample_rate_hz"] == 16_000
     assert doc["fold"] == 3 and doc["metrics"]["macro_f1"] == pytest.approx(0.5)
@@ -106,7 +106,7 @@ def test_doublestream_round_trip_computes_egemaps(tmp_path):
     model.fit_normalisation(waves, feats)
     save_bundle(tmp_path / "ds", model, "doublestream-v4")
     feature = json.loads((tmp_path / "ds" / "bundle.json").read_text())["feature"]
-    assert feature["type"] == "logmel+egemaps" and feature["egemaps"]["functionals"] == EGEMAPS_DIM
+    assert feature["type"] == "logmel+functionals" and feature["functionals"]["dim"] == EGEMAPS_DIM
     classifier = load_bundle_classifier(tmp_path / "ds", device="cpu")
     assert classifier.name == "doublestream-v4"
     model.eval()
@@ -123,7 +123,7 @@ def test_sklearn_round_trip_gives_identical_probabilities(tmp_path):
     save_bundle(tmp_path / "svm", svm, "egemaps-svm", {"fold": None})
     doc = json.loads((tmp_path / "svm" / "bundle.json").read_text())
     assert doc["kind"] == "sklearn" and CONTRACT_KEYS <= set(doc)
-    assert doc["feature"]["type"] == "egemaps"
+    assert doc["feature"]["type"] == "functionals"
     classifier = load_bundle_classifier(tmp_path / "svm")
     assert classifier.name == "egemaps-svm" and classifier.device == "cpu"
     assert classifier.checkpoint_hash == file_hash(tmp_path / "svm" / "model.joblib")
@@ -156,8 +156,8 @@ def test_corrupt_json(conformer_bundle, tmp_path):
 
 def test_wrong_format_version(conformer_bundle, tmp_path):
     folder = _copy(conformer_bundle[0], tmp_path)
-    _edit_json(folder, lambda d: d.update(format_version=2))
-    assert "format_version 2" in _error(folder)
+    _edit_json(folder, lambda d: d.update(format_version=3))
+    assert "format_version 3" in _error(folder)
 
 
 def test_unknown_model_name_lists_choices(conformer_bundle, tmp_path):
@@ -217,14 +217,14 @@ def test_cuda_without_cuda(conformer_bundle):
 
 
 def test_ensemble_folder_dispatches_to_load_ensemble(tmp_path, monkeypatch):
-    import models.ensemble
+    import models.loader
 
     calls = []
-    monkeypatch.setattr(models.ensemble, "load_ensemble",
+    monkeypatch.setattr(models.loader, "load_ensemble",
                         lambda folder, device, backbone_dir=None: calls.append((folder, device, backbone_dir)) or "E")
     (tmp_path / "ensemble.json").write_text("{}")
-    assert load_bundle_classifier(tmp_path, device="cpu") == "E"
-    assert load_bundle_classifier(tmp_path, device="cpu", backbone_dir="/elsewhere/wavlm") == "E"
+    assert load_classifier(tmp_path, device="cpu") == "E"
+    assert load_classifier(tmp_path, device="cpu", backbone_dir="/elsewhere/wavlm") == "E"
     assert calls == [(tmp_path, "cpu", None), (tmp_path, "cpu", "/elsewhere/wavlm")]
     with pytest.raises(BundleError, match="ensemble"):
         load_bundle(tmp_path)

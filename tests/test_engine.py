@@ -24,7 +24,7 @@ from realtime.wiring import primary_loader
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from models.bundle import load_bundle_classifier
+    from models.loader import load_bundle_classifier
 
     return load_bundle_classifier(make_bundle(tmp_path_factory.mktemp("bundle")), device="cpu")
 

@@ -11,9 +11,10 @@ import torch
 
 import models.backbone as backbone_module
 from models.backbone import make_tiny_backbone
-from models.bundle import BundleError, load_bundle_classifier, save_bundle
-from models.ensemble import EnsembleClassifier, load_ensemble
-from models.registry import build_model, load_classifier
+from models.bundle import BundleError, save_bundle
+from models.ensemble import EnsembleClassifier
+from models.loader import load_bundle_classifier, load_classifier, load_ensemble
+from models.registry import build_model
 
 
 def _clips(seed: int = 0) -> list[np.ndarray]:

@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from models.bundle import load_bundle_classifier, save_bundle
+from models.bundle import save_bundle
+from models.loader import load_bundle_classifier
 from models.functionals import (EGEMAPS_DIM, FunctionalsConfig, cache_key, cached_functionals, feature_dim,
                             functionals_batch)
 from models.features import pad_batch
@@ -62,8 +63,8 @@ def test_compare_logreg_is_a_classical_registry_entry():
     spec = get_spec("compare-logreg")
     assert spec.family == "classical"
     model = build_model("compare-logreg")
-    assert model.functionals_set == COMPARE and model.needs_egemaps
-    assert model.feature_config() == {"type": "egemaps", "feature_set": COMPARE, "functionals": COMPARE_DIM}
+    assert model.functionals_set == COMPARE
+    assert model.feature_config() == {"type": "functionals", "feature_set": COMPARE, "dim": COMPARE_DIM}
     with pytest.raises(ValueError, match="classifier must be"):
         build_model("compare-logreg", classifier="forest")
     with pytest.raises(ValueError, match=r"ComParE_2016 features of shape \[N, 6373\]"):
@@ -101,19 +102,19 @@ def test_compare_logreg_bundle_round_trip_computes_compare(tmp_path):
 def test_doublestream_with_compare_branch_trains_and_round_trips(tmp_path):
     torch.manual_seed(0)
     model = build_model("doublestream-v4", n_blocks=1, d_model=32, subsampling_channels=16, functionals=COMPARE)
-    assert model.functionals_set == COMPARE and model.egemaps_branch[0].in_features == COMPARE_DIM
+    assert model.functionals_set == COMPARE and model.functionals_branch[0].in_features == COMPARE_DIM
     waves = [_voiced(0.8, 110 + 30 * k, 0.1, k) for k in range(4)]
     feats = functionals_batch(waves, COMPARE)
     model.fit_normalisation(waves, feats)
     logits = model(*pad_batch(waves), torch.from_numpy(feats))
     logits.sum().backward()
-    assert model.egemaps_branch[0].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match=r"egemaps must be \[4, 6373\]"):
+    assert model.functionals_branch[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"functionals must be \[4, 6373\]"):
         model(*pad_batch(waves), torch.zeros(4, EGEMAPS_DIM))
 
     save_bundle(tmp_path / "ds", model, "doublestream-v4")
     feature = json.loads((tmp_path / "ds" / "bundle.json").read_text())["feature"]
-    assert feature["egemaps"] == {"feature_set": COMPARE, "functionals": COMPARE_DIM}
+    assert feature["functionals"] == {"feature_set": COMPARE, "dim": COMPARE_DIM}
     classifier = load_bundle_classifier(tmp_path / "ds", device="cpu")
     model.eval()
     with torch.inference_mode():

@@ -53,7 +53,7 @@ def bundle_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(bundle_dir):
-    from models.registry import load_classifier
+    from models.loader import load_classifier
 
     return load_classifier(str(bundle_dir), device="cpu")
 

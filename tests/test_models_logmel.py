@@ -59,7 +59,7 @@ def test_logmel_model_trains(name):
     waves, labels, feats = _class_clips()
     model.fit_normalisation(waves, feats)
     wave, lengths = pad_batch(waves)
-    egemaps = torch.from_numpy(feats) if model.needs_egemaps else None
+    egemaps = torch.from_numpy(feats) if model.functionals_set is not None else None
     target = torch.from_numpy(labels)
     model.eval()
     with torch.no_grad():
@@ -87,7 +87,7 @@ def test_padding_does_not_change_logits(name):
     model = build_model(name).eval()
     waves = [np.random.default_rng(i).standard_normal(n).astype(np.float32) * 0.1
              for i, n in enumerate((40_000, 9_000, 23_456))]
-    feats = torch.randn(len(waves), EGEMAPS_DIM) if model.needs_egemaps else None
+    feats = torch.randn(len(waves), EGEMAPS_DIM) if model.functionals_set is not None else None
     with torch.inference_mode():
         batched = model(*pad_batch(waves), feats)
         single = torch.cat([model(*pad_batch([w]), None if feats is None else feats[i:i + 1])
@@ -128,7 +128,7 @@ def test_stats_pooling_and_utterance_norm_variants_respect_padding(name):
     model = build_model(name, pooling="stats", utterance_norm=True).eval()
     waves = [np.random.default_rng(i).standard_normal(n).astype(np.float32) * 0.1
              for i, n in enumerate((30_000, 7_000))]
-    feats = torch.randn(len(waves), EGEMAPS_DIM) if model.needs_egemaps else None
+    feats = torch.randn(len(waves), EGEMAPS_DIM) if model.functionals_set is not None else None
     with torch.inference_mode():
         batched = model(*pad_batch(waves), feats)
         single = torch.cat([model(*pad_batch([w]), None if feats is None else feats[i:i + 1])
@@ -166,15 +166,15 @@ def test_set_spec_augment_switches_training_masks():
 
 def test_doublestream_needs_and_standardises_egemaps():
     model = build_model("doublestream-v4")
-    assert model.needs_egemaps is True
+    assert model.functionals_set == "eGeMAPSv02"
     waves, _, feats = _class_clips()
     with pytest.raises(ValueError, match="eGeMAPS"):
         model.fit_normalisation(waves, None)
     model.fit_normalisation(waves, feats)
-    np.testing.assert_allclose(model.egemaps_mean.numpy(), feats.mean(0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model.egemaps_std.numpy(), feats.std(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.functionals_mean.numpy(), feats.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.functionals_std.numpy(), feats.std(0), rtol=1e-4, atol=1e-5)
     assert model.frontend.is_fitted
-    with pytest.raises(ValueError, match="egemaps"):
+    with pytest.raises(ValueError, match="functionals"):
         model(*pad_batch(waves))
 
 
@@ -195,7 +195,7 @@ def test_svm_fits_and_predicts_probabilities():
     centres = rng.standard_normal((NUM_CLASSES, EGEMAPS_DIM)) * 2
     X = centres[labels] + rng.standard_normal((labels.shape[0], EGEMAPS_DIM)) * 0.5
     svm = build_model("egemaps-svm")
-    assert svm.needs_egemaps is True
+    assert svm.functionals_set == "eGeMAPSv02"
     svm.fit(X, labels)
     X_test = centres[labels] + rng.standard_normal(X.shape) * 0.5
     probs = svm.predict_proba(X_test)

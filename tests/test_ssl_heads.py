@@ -38,7 +38,7 @@ def test_contract_shapes_and_flags(tiny_dirs):
     wave, lengths, _ = _batch([16_000, 9_000])
     logits = model(wave, lengths)
     assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
-    assert model.needs_egemaps is False
+    assert model.functionals_set is None
     assert model.frozen_backbone and model.frontend_cacheable
     model.fit_normalisation([np.zeros(100, np.float32)], None)  # a no-op that must accept the call
     rebuilt = build_model("wavlm-ultimate", **model.model_args())

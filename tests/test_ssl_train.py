@@ -16,7 +16,7 @@ import soxr
 
 from models.backbone import make_tiny_backbone
 from models.ensemble import EnsembleClassifier
-from models.registry import load_classifier
+from models.loader import load_classifier
 from train.ssl_report import write_layer_weight_report
 
 pytestmark = pytest.mark.slow  # two 2-fold trainings + an engine session: ~30 s on a quiet 2-core CPU

@@ -38,7 +38,7 @@ def tiny_csv(emodb_dir, tmp_path_factory) -> Path:
 
 
 def test_fit_bundle_round_trip(tiny_csv, tmp_path):
-    from models.registry import load_classifier
+    from models.loader import load_classifier
 
     out = tmp_path / "fit"
     argv = ["fit", "--dataset", "csv", "--data", str(tiny_csv), *TINY_ARGS, "--epochs", "2", "--out", str(out)]
@@ -235,7 +235,7 @@ def test_compare_functionals_train_end_to_end(emodb_dir, tiny_csv, tmp_path):
     """compare-logreg CV and a doublestream-v4 fit on ComParE functionals: the run reads the
     model's feature set (6373 values, cached per set) and the bundles predict the same after loading."""
     from models.functionals import functionals_batch
-    from models.registry import load_classifier
+    from models.loader import load_classifier
 
     cache = tmp_path / "cache"
     csv_path = make_subset_csv(emodb_dir, tmp_path / "data", ("11", "13", "14", "16"), 2)
@@ -243,7 +243,7 @@ def test_compare_functionals_train_end_to_end(emodb_dir, tiny_csv, tmp_path):
     assert main(["cv", "--dataset", "csv", "--data", str(csv_path), "--model", "compare-logreg", "--folds", "2",
                  "--val-fraction", "0", "--cache-dir", str(cache), "--out", str(cv_out)]) == 0
     fold = json.loads((cv_out / "fold0" / "bundle.json").read_text())
-    assert fold["feature"] == {"type": "egemaps", "feature_set": "ComParE_2016", "functionals": 6373}
+    assert fold["feature"] == {"type": "functionals", "feature_set": "ComParE_2016", "dim": 6373}
     assert len(list((cache / "egemaps").glob("*.npy"))) == 48  # 4 speakers x 6 classes x 2 clips, one set
 
     out = tmp_path / "ds_fit"
@@ -252,7 +252,7 @@ def test_compare_functionals_train_end_to_end(emodb_dir, tiny_csv, tmp_path):
             "--model-arg", "functionals=ComParE_2016", "--batch-size", "8", "--threads", "2",
             "--epochs", "1", "--val-fraction", "0", "--cache-dir", str(cache), "--out", str(out)]
     outcome = run_fit(spec_from_args(build_parser().parse_args(argv)))
-    assert outcome.model.egemaps_branch[0].in_features == 6373
+    assert outcome.model.functionals_branch[0].in_features == 6373
     waves = [load_wave_16k(Path(line.split(",")[0])) for line in tiny_csv.read_text().splitlines()[1:4]]
     feats = functionals_batch(waves, "ComParE_2016")
     expected = predict_proba(outcome.model, ClipData(waves, np.zeros(len(waves), dtype=np.int64), feats))

@@ -1,9 +1,8 @@
 """fp16 on-disk cache of frozen-backbone features, so only the head is trained.
 
-A model opts in with `frontend_cacheable = True` and two methods:
+A model opts in with `frontend_cacheable = True` and is a models.contract.CacheableFrontEnd:
 * `frontend_features(wave [B, T], lengths [B]) -> (feats [B, ..., F, ...], feat_lengths [B])`
-  (e.g. [B, F, D] or [B, layers, F, D]; the frame axis is the one whose size is feat_lengths, or
-  the model's `frontend_time_axis` attribute when it has one),
+  (e.g. [B, F, D] or [B, layers, F, D]; the frame axis is `frontend_time_axis`),
 * `forward_features(feats, feat_lengths) -> logits [B, 6]`.
 Features are computed once per clip (no waveform augmentation in this mode), keyed by the
 model's class/args and the clip's samples, and stored as float16 .npy files.
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from models.contract import CacheableFrontEnd
 from models.labels import NUM_CLASSES
 from train.distributed import DistInfo, barrier
 
@@ -60,7 +60,7 @@ class CachedHead(nn.Module):
 
 
 def _model_key(model: nn.Module) -> str:
-    args = model.model_args() if hasattr(model, "model_args") else {}
+    args = model.model_args()
     blob = json.dumps({"cls": type(model).__name__, "args": args, "weights": _backbone_weights_stamp(model)},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -111,7 +111,7 @@ def cached_feature_data(model: nn.Module, waves: list[np.ndarray], cache_dir: Pa
 
 def _time_axis(model: nn.Module, shape: tuple[int, ...], frames: int) -> int:
     """Frame axis of one clip's features [..., F, ...] (batch axis removed)."""
-    if hasattr(model, "frontend_time_axis"):
+    if isinstance(model, CacheableFrontEnd):
         return int(model.frontend_time_axis) - 1
     candidates = [a for a, size in enumerate(shape) if size == frames and (a < len(shape) - 1 or len(shape) == 1)]
     if not candidates:

@@ -9,6 +9,7 @@ an fp16 feature cache (train/feature_cache.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -22,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from models.device import resolve_device as models_resolve_device
 from models.features import pad_batch
 from models.labels import NUM_CLASSES
 from train.augment import AugmentConfig, WaveAugmenter, mixup
@@ -100,10 +102,8 @@ class TrainResult:
 
 
 def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+    """models.device.resolve_device, plus one GPU per process when torchrun starts several."""
+    name = models_resolve_device(name)
     if name == "cuda" and dist is not None and dist.world_size > 1:
         return torch.device("cuda", dist.local_rank)
     return torch.device(name)
@@ -234,11 +234,10 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     seed_everything(cfg.seed + dist.rank)
     run_dir = Path(run_dir)
     state_path = run_dir / STATE_FILE
-    if hasattr(model, "set_spec_augment"):
-        model.set_spec_augment(cfg.spec_augment)
+    model.set_spec_augment(cfg.spec_augment)  # models.contract.TrainableModel
     model.to(device)
 
-    use_cache = cache_dir is not None and bool(getattr(model, "frontend_cacheable", False))
+    use_cache = cache_dir is not None and bool(model.frontend_cacheable)
     if use_cache:
         train_items, train_lengths, time_axis = cached_feature_data(model, train.waves, Path(cache_dir), device, dist)
         val_items = cached_feature_data(model, val.waves, Path(cache_dir), device, dist)[0] if has_val else []
@@ -306,7 +305,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                     mixed = mixup(x, lengths, ege, targets, cfg.mixup_alpha, mix_gen)
                     x, lengths, ege, targets = mixed.waves, mixed.lengths, mixed.egemaps, mixed.targets
                 last_micro = (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(sampler)
-                with ddp_model.no_sync() if (dist.world_size > 1 and not last_micro) else _null():
+                with ddp_model.no_sync() if (dist.world_size > 1 and not last_micro) else contextlib.nullcontext():
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         logits = ddp_model(x, lengths, ege) if ege is not None else ddp_model(x, lengths)
                     loss = loss_fn(logits.float(), targets)
@@ -371,14 +370,6 @@ class _CachedItems(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
         return i, self.items[i]
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> bool:
-        return False
 
 
 __all__ = ["TrainConfig", "ClipData", "TrainResult", "TrainingInterrupted", "train_model", "predict_proba",

@@ -137,10 +137,10 @@ def build_config(config_cls: type, model_label: str, args: dict[str, Any]) -> An
 
 class LogMelModel(nn.Module):
     """Base of the log-mel classifiers: holds `frontend` and `config`; implements the
-    fit_normalisation / model_args / set_spec_augment parts of the model contract."""
+    fit_normalisation / model_args / set_spec_augment parts of models.contract.TrainableModel."""
 
-    needs_egemaps: bool = False
-    functionals_set: str | None = None  # openSMILE set read when needs_egemaps
+    functionals_set: str | None = None  # openSMILE set the third forward input holds; None: none
+    frontend_cacheable = False  # SpecAugment and fitted statistics live in the front end
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -162,7 +162,7 @@ class LogMelModel(nn.Module):
         """Switch SpecAugment on/off (it only ever acts in training mode)."""
         self.frontend.spec_augment_enabled = bool(enabled)
 
-    def fit_normalisation(self, waves: Sequence[np.ndarray], egemaps: np.ndarray | None = None) -> None:
+    def fit_normalisation(self, waves: Sequence[np.ndarray], functionals: np.ndarray | None = None) -> None:
         """Fit the log-mel per-bin mean/std buffers on training waves (16 kHz float32)."""
         self.frontend.fit_stats(waves)
 

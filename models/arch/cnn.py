@@ -17,6 +17,7 @@ from torch import nn
 
 from models.arch.blocks import (LogMelModel, build_config, check_pooling, make_frontend, make_pooling, pool,
                                 pooled_dim, valid_mask)
+from models.config_checks import check_fields
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
@@ -35,9 +36,13 @@ class CNNConfig:
     time_mask_frames: int = 20
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if not self.channels or min(self.channels) < 1:
-            raise ValueError(f"channels must be a non-empty list of positive ints, got {self.channels}")
+        if isinstance(self.channels, list):  # bundle.json stores the tuple as a JSON list
+            object.__setattr__(self, "channels", tuple(self.channels))
+        check_fields(self, {"n_mels": (8, 256), "dropout": (0.0, 0.99), "freq_mask_bins": (0, 256),
+                            "time_mask_frames": (0, 10_000)})
+        if (not self.channels or len(self.channels) > 8
+                or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1024 for c in self.channels)):
+            raise ValueError(f"channels must be 1 to 8 ints in [1, 1024], got {self.channels}")
         if self.n_mels < 2 ** len(self.channels):
             raise ValueError(f"n_mels ({self.n_mels}) too small for {len(self.channels)} 2x poolings")
         if not 0.0 <= self.dropout < 1.0:
@@ -64,8 +69,6 @@ class ConvBlock(nn.Module):
 class CNNClassifier(LogMelModel):
     """wave [B, T] float32, lengths [B] int64 samples -> logits [B, 6]."""
 
-    needs_egemaps = False
-
     def __init__(self, config: CNNConfig | None = None) -> None:
         super().__init__(config or CNNConfig())
         cfg = self.config
@@ -88,8 +91,8 @@ class CNNClassifier(LogMelModel):
         return args
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor,
-                egemaps: torch.Tensor | None = None) -> torch.Tensor:
-        """egemaps is accepted for the common signature and ignored."""
+                functionals: torch.Tensor | None = None) -> torch.Tensor:
+        """functionals is accepted for the common signature and ignored."""
         feats = self._frontend(wave, lengths)
         x = feats.features.transpose(1, 2).unsqueeze(1)  # [B, 1, n_mels, F]
         frame_lengths = feats.frame_lengths

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, check_pooling, make_frontend,
                                 make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
+from models.config_checks import check_fields
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
@@ -44,6 +45,10 @@ class ConformerConfig:
     time_mask_frames: int = 20
 
     def __post_init__(self) -> None:
+        check_fields(self, {"n_mels": (8, 256), "d_model": (8, 2048), "n_blocks": (1, 48), "n_heads": (1, 64),
+                            "ff_mult": (1, 16), "conv_kernel_size": (1, 255), "subsampling_channels": (1, 1024),
+                            "max_relative_frames": (1, 10_000), "freq_mask_bins": (0, 256),
+                            "time_mask_frames": (0, 10_000)})
         if self.d_model % self.n_heads or self.d_model % 2:
             raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
         if self.conv_kernel_size < 1 or self.conv_kernel_size % 2 == 0:
@@ -181,8 +186,6 @@ class ConformerEncoder(nn.Module):
 class ConformerClassifier(LogMelModel):
     """wave [B, T] float32, lengths [B] int64 samples -> logits [B, 6]."""
 
-    needs_egemaps = False
-
     def __init__(self, config: ConformerConfig | None = None) -> None:
         super().__init__(config or ConformerConfig())
         self.encoder = ConformerEncoder(self.config)
@@ -195,8 +198,8 @@ class ConformerClassifier(LogMelModel):
         return self.encoder.frontend
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor,
-                egemaps: torch.Tensor | None = None) -> torch.Tensor:
-        """egemaps is accepted for the common signature and ignored."""
+                functionals: torch.Tensor | None = None) -> torch.Tensor:
+        """functionals is accepted for the common signature and ignored."""
         return self.head(self.encoder(wave, lengths))
 
 

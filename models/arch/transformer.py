@@ -14,6 +14,7 @@ from torch import nn
 
 from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, check_pooling, make_frontend,
                                 make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
+from models.config_checks import check_fields
 from models.features import LogMelFrontend
 from models.labels import NUM_CLASSES
 
@@ -36,6 +37,9 @@ class TransformerConfig:
     time_mask_frames: int = 20
 
     def __post_init__(self) -> None:
+        check_fields(self, {"n_mels": (8, 256), "d_model": (8, 2048), "n_layers": (1, 48), "n_heads": (1, 64),
+                            "ff_mult": (1, 16), "subsampling_channels": (1, 1024), "freq_mask_bins": (0, 256),
+                            "time_mask_frames": (0, 10_000)})
         if self.d_model % self.n_heads or self.d_model % 2:
             raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
         if self.n_layers < 1 or self.ff_mult < 1 or self.subsampling_channels < 1:
@@ -47,8 +51,6 @@ class TransformerConfig:
 
 class TransformerClassifier(LogMelModel):
     """wave [B, T] float32, lengths [B] int64 samples -> logits [B, 6]."""
-
-    needs_egemaps = False
 
     def __init__(self, config: TransformerConfig | None = None) -> None:
         super().__init__(config or TransformerConfig())
@@ -72,8 +74,8 @@ class TransformerClassifier(LogMelModel):
         return self._frontend
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor,
-                egemaps: torch.Tensor | None = None) -> torch.Tensor:
-        """egemaps is accepted for the common signature and ignored."""
+                functionals: torch.Tensor | None = None) -> torch.Tensor:
+        """functionals is accepted for the common signature and ignored."""
         feats = self._frontend(wave, lengths)
         x, frame_lengths = self.subsample(feats.features, feats.frame_lengths)
         x = self.input_dropout(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))

@@ -1,0 +1,323 @@
+"""The one loading path: bundle and ensemble folders -> checked models and warmed-up Classifiers.
+
+    load_classifier(path, device, backbone_dir)        any folder (single, sklearn, ensemble) -> Classifier
+    load_bundle_classifier(bundle_dir, device, ...)    one bundle folder -> Classifier
+    load_bundle(bundle_dir, device, backbone_dir)      one bundle folder -> (model, bundle.json dict)
+    load_ensemble(ensemble_dir, device, ...)           ensemble folder -> EnsembleClassifier
+
+Every model is validated on the way in; any failure is a `BundleError` with one line:
+* the architecture arguments go through the model's config `__post_init__` (type and range);
+* every weight tensor has the architecture's name and shape, a float dtype where the
+  architecture has one, and only finite values (no NaN / inf);
+* the bundle's feature settings (rate, framing, mel bins, openSMILE set...) equal what
+  this version of the code computes;
+* a warm-up prediction returns finite probabilities that sum to 1.
+JSON reading and the file format live in models/bundle.py; ensembles are built here from it.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.backbone import BackboneError, sharing_frozen_backbones
+from models.bundle import (BUNDLE_JSON, ENSEMBLE_JSON, WEIGHT_FILES, BundleError, file_hash,
+                           read_bundle_json, upgrade_state_v1)
+from models.classifier import Classifier
+from models.contract import shares_frontend
+from models.device import DeviceError, resolve_device
+from models.ensemble import EnsembleClassifier
+from models.labels import EMOTIONS
+from models.registry import build_model
+
+ENSEMBLE_FORMAT_VERSION = 1
+# bundle.json "feature" keys that decide what a model sees; they must equal the code's values.
+_ANALYSIS_KEYS = ("type", "kind", "sample_rate_hz", "win_ms", "hop_ms", "n_mels", "f_min_hz", "f_max_hz",
+                  "log_floor", "min_clip_ms", "utterance_norm", "n_fft", "hop_samples", "frames_per_s",
+                  "feature_set", "dim", "functionals")
+
+
+def checked_device(device: str | None) -> str:
+    """models.device.resolve_device with its error as a BundleError."""
+    try:
+        return resolve_device(device)
+    except DeviceError as err:
+        raise BundleError(str(err)) from None
+
+
+# ---------------------------------------------------------------- one bundle
+def build_from_meta(meta: dict[str, Any], folder: Path, backbone_dir: str | None = None) -> Any:
+    """The untrained architecture bundle.json describes; bad arguments -> BundleError (one line)."""
+    name, args = meta["model"]["name"], dict(meta["model"].get("args", {}))
+    if backbone_dir is not None and "backbone_dir" in args:
+        args["backbone_dir"] = str(backbone_dir)
+    try:
+        return build_model(name, **args)
+    except BackboneError as err:
+        raise BundleError(f"{folder}: {err}") from None
+    except (TypeError, ValueError, OverflowError, MemoryError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BundleError(f"model args in {folder / BUNDLE_JSON} do not fit {name!r}: {first}") from None
+
+
+def _read_state(weights: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(weights), device="cpu")
+    except SafetensorError as err:
+        raise BundleError(f"{weights} is corrupt or truncated ({err})") from None
+    except OSError as err:
+        raise BundleError(f"cannot read {weights}: {err}") from None
+
+
+def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Names, shapes, dtypes and finiteness of a loaded state dict against the model's; BundleError."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [f"{k} (file {list(state[k].shape)} vs model {list(expected[k].shape)})"
+                   for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatch", wrong_shape)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{label}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise BundleError(f"weights in {where} do not match the architecture in bundle.json; "
+                          + "; ".join(problems))
+    not_float = [f"{k} ({str(state[k].dtype).removeprefix('torch.')})" for k in expected
+                 if expected[k].is_floating_point() and not state[k].is_floating_point()]
+    if not_float:
+        raise BundleError(f"weights in {where} must be floating point; {', '.join(not_float[:3])}"
+                          + (f" (+{len(not_float) - 3} more)" if len(not_float) > 3 else ""))
+    not_finite = [k for k in expected if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if not_finite:
+        raise BundleError(f"weights in {where} hold NaN or infinite values in {', '.join(not_finite[:3])}"
+                          + (f" (+{len(not_finite) - 3} more)" if len(not_finite) > 3 else ""))
+
+
+def _check_feature(model: Any, meta: dict[str, Any], folder: Path) -> None:
+    """The analysis settings stored in bundle.json must equal those the code computes for this model."""
+    stored = meta.get("feature")
+    describe = getattr(model, "feature_config", None)
+    if not (isinstance(stored, dict) and stored and callable(describe)):
+        return  # nothing recorded (older heads): the architecture arguments already decide the features
+    code = json.loads(json.dumps(describe()))
+    flat_stored = {**stored, **(stored.get("functionals") if isinstance(stored.get("functionals"), dict) else {})}
+    flat_code = {**code, **(code.get("functionals") if isinstance(code.get("functionals"), dict) else {})}
+    differs = [f"{key} {flat_stored[key]!r} (this code: {flat_code[key]!r})" for key in _ANALYSIS_KEYS
+               if key in flat_stored and key in flat_code and not isinstance(flat_code[key], dict)
+               and flat_stored[key] != flat_code[key]]
+    if differs:
+        raise BundleError(f"{folder / BUNDLE_JSON} feature settings differ from this VED's: {', '.join(differs[:3])}")
+
+
+def _load_torch(folder: Path, meta: dict[str, Any], backbone_dir: str | None) -> nn.Module:
+    model = build_from_meta(meta, folder, backbone_dir)
+    if not isinstance(model, nn.Module):
+        raise BundleError(f"{folder}: model {meta['model']['name']!r} is not a torch model but the bundle "
+                          "kind is torch")
+    weights = folder / WEIGHT_FILES["torch"]
+    state = _read_state(weights)
+    if meta.get("upgraded_from") == 1:
+        state = upgrade_state_v1(state)
+    _check_state(model, state, weights)
+    _check_feature(model, meta, folder)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _load_sklearn(folder: Path, meta: dict[str, Any]) -> Any:
+    import joblib
+
+    weights = folder / WEIGHT_FILES["sklearn"]
+    try:
+        model = joblib.load(weights)
+    except (EOFError, pickle.UnpicklingError, ValueError, KeyError, IndexError, AttributeError,
+            ModuleNotFoundError, OSError) as err:
+        raise BundleError(f"{weights} is corrupt or truncated ({type(err).__name__}: {err})") from None
+    if not callable(getattr(model, "predict_proba", None)):
+        raise BundleError(f"{weights} does not hold a classifier with predict_proba")
+    classes = [int(c) for c in getattr(model, "classes_", [])]
+    if not classes or any(c < 0 or c >= len(EMOTIONS) for c in classes):
+        raise BundleError(f"{weights} was trained on class indices {classes}, not 0..{len(EMOTIONS) - 1}")
+    _check_feature(model, meta, folder)
+    return model
+
+
+def load_bundle(bundle_dir: str | Path, device: str | None = "cpu",
+                backbone_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load a torch or sklearn bundle -> (model in eval mode on `device` | fitted classifier, bundle.json dict).
+
+    device: "cpu", "cuda", "cuda:0" or None (cuda when available). The dict is
+    format 2 (a format-1 file is upgraded) and gains "checkpoint_hash" (first 12
+    hex of the weights file's sha256). backbone_dir: for heads on a pretrained
+    backbone, the backbone folder on this machine (replaces the one recorded at training time).
+    """
+    folder = Path(bundle_dir)
+    meta = read_bundle_json(folder)
+    if meta["kind"] == "torch":
+        model = _load_torch(folder, meta, None if backbone_dir is None else str(backbone_dir))
+        model = model.to(checked_device(device))
+    else:
+        model = _load_sklearn(folder, meta)
+    meta["checkpoint_hash"] = file_hash(folder / WEIGHT_FILES[meta["kind"]])
+    return model, meta
+
+
+def _display_name(meta: dict[str, Any]) -> str:
+    name = meta["model"]["name"]
+    return name if meta.get("fold") is None else f"{name}-fold{meta['fold']}"
+
+
+def _wrap(model: Any, meta: dict[str, Any], device: str, name: str | None = None) -> Classifier:
+    if meta["kind"] == "torch":
+        from models.torch_classifier import TorchClassifier
+
+        return TorchClassifier(model, name=name or _display_name(meta), device=device,
+                               checkpoint_hash=meta["checkpoint_hash"])
+    from models.svm import SklearnClassifier
+
+    return SklearnClassifier(model, name=name or _display_name(meta), checkpoint_hash=meta["checkpoint_hash"])
+
+
+def checked_warmup(classifier: Classifier, where: Path) -> Classifier:
+    """Warm `classifier` up; its probabilities must be finite, in [0, 1] and sum to 1 per row, else BundleError."""
+    probs = np.asarray(classifier.warmup())
+    if probs.ndim != 2 or probs.shape[1] != len(EMOTIONS) or probs.shape[0] < 1:
+        raise BundleError(f"{where}: the warm-up prediction has shape {probs.shape}, not [1, {len(EMOTIONS)}]")
+    if not np.isfinite(probs).all():
+        raise BundleError(f"{where}: the warm-up prediction is not finite (NaN or inf); the weights are unusable")
+    if (probs < -1e-6).any() or (probs > 1 + 1e-6).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise BundleError(f"{where}: the warm-up probabilities {np.round(probs[0], 4).tolist()} do not sum to 1")
+    return classifier
+
+
+def load_bundle_classifier(bundle_dir: str | Path, device: str | None = None,
+                           backbone_dir: str | Path | None = None) -> Classifier:
+    """One bundle folder (torch or sklearn) -> checked, warmed-up Classifier; raises BundleError."""
+    folder = Path(bundle_dir)
+    device = checked_device(device)
+    model, meta = load_bundle(folder, device, backbone_dir=backbone_dir)
+    return checked_warmup(_wrap(model, meta, device), folder)
+
+
+def load_classifier(path: str | Path, device: str | None = None,
+                    backbone_dir: str | Path | None = None) -> Classifier:
+    """Any trained folder (single bundle, SVM or ensemble) -> checked, warmed-up Classifier.
+
+    device: None picks cuda when available. backbone_dir: pretrained-backbone folder on this
+    machine, for WavLM / Wav2Vec2 heads. Raises BundleError (one line)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise BundleError(f"bundle folder not found: {folder}")
+    if (folder / ENSEMBLE_JSON).is_file():
+        return load_ensemble(folder, device, backbone_dir=None if backbone_dir is None else str(backbone_dir))
+    return load_bundle_classifier(folder, device, backbone_dir=backbone_dir)
+
+
+# ---------------------------------------------------------------- ensembles
+def read_ensemble_json(folder: Path) -> dict[str, Any]:
+    """Parse and validate ensemble.json; raises BundleError (one line) on any problem.
+
+    {"format_version": 1, "kind": "ensemble", "members": ["fold0", ...],
+     "shared_backbone": bool, "backbone_dir": str | null, "name": str (optional)}"""
+    path = folder / ENSEMBLE_JSON
+    if not folder.is_dir():
+        raise BundleError(f"ensemble folder not found: {folder}")
+    if not path.is_file():
+        raise BundleError(f"{folder} has no {ENSEMBLE_JSON}; not an ensemble folder")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path} is not valid JSON (line {err.lineno}: {err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise BundleError(f"cannot read {path}: {err}") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{path} must hold a JSON object")
+    if doc.get("format_version") != ENSEMBLE_FORMAT_VERSION or doc.get("kind") != "ensemble":
+        raise BundleError(f"{path} needs format_version {ENSEMBLE_FORMAT_VERSION} and kind \"ensemble\", "
+                          f"found {doc.get('format_version')!r} / {doc.get('kind')!r}")
+    members = doc.get("members")
+    if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
+        raise BundleError(f"{path} needs a non-empty list of member folder names in \"members\"")
+    missing = [m for m in members if not (folder / m / BUNDLE_JSON).is_file()]
+    if missing:
+        raise BundleError(f"ensemble {folder} is missing member bundle(s): {', '.join(missing)} "
+                          f"(each needs {BUNDLE_JSON})")
+    return doc
+
+
+def _resolve_backbone_dir(recorded: str | None, override: str | None, fallback: str | None,
+                          where: Path) -> str | None:
+    """The override wins; else the folder recorded in the bundle, else the ensemble's."""
+    if override is not None:
+        return str(override)
+    for candidate in (recorded, fallback):
+        if candidate and Path(candidate).expanduser().is_dir():
+            return candidate
+    if recorded or fallback:
+        raise BundleError(f"{where}: backbone folder {recorded or fallback!r} recorded at training time "
+                          "was not found; pass backbone_dir= (--backbone-dir) pointing at your copy")
+    return None
+
+
+def load_ensemble(ensemble_dir: str | Path, device: str | None = None, backbone_dir: str | None = None,
+                  warmup: bool = True) -> EnsembleClassifier:
+    """Load an ensemble folder as a (checked, warmed-up) Classifier.
+
+    device: None picks cuda when available, else cpu; chosen once here.
+    backbone_dir: use this local backbone folder instead of the one recorded at
+    training time (for bundles trained on another machine).
+    Every member gets the checks of a single bundle. Raises BundleError (one line).
+    """
+    folder = Path(ensemble_dir).expanduser()
+    doc = read_ensemble_json(folder)
+    device = checked_device(device)
+    metas = [(folder / m, read_bundle_json(folder / m)) for m in doc["members"]]
+    labels = {tuple(meta["labels"]) for _, meta in metas}
+    if len(labels) != 1:
+        raise BundleError(f"ensemble {folder} mixes members with different label maps: {sorted(labels)}")
+    member_labels = labels.pop()
+    if member_labels != EMOTIONS:
+        raise BundleError(f"ensemble {folder} label map {list(member_labels)} is not {list(EMOTIONS)}")
+    hashes = [file_hash(path / WEIGHT_FILES[meta["kind"]]) for path, meta in metas]
+    for (_, meta), digest in zip(metas, hashes):
+        meta["checkpoint_hash"] = digest
+    name = doc.get("name") or f"ensemble-{metas[0][1]['model']['name']}"
+
+    torch_models: list[nn.Module] = []
+    with sharing_frozen_backbones():
+        for path, meta in metas:
+            if meta["kind"] != "torch":
+                break
+            recorded = meta["model"].get("args", {}).get("backbone_dir")
+            resolved = _resolve_backbone_dir(recorded, backbone_dir, doc.get("backbone_dir"), path)
+            torch_models.append(_load_torch(path, meta, resolved))
+    all_torch = len(torch_models) == len(metas)
+    sharing = all_torch and bool(doc.get("shared_backbone")) and all(shares_frontend(m) for m in torch_models)
+    can_share = sharing and len({m.frontend_key() for m in torch_models}) == 1
+    if can_share:
+        ensemble = EnsembleClassifier(name, device, member_labels, torch_models, [], hashes)
+    else:
+        members = [_wrap(torch_models[i] if i < len(torch_models) else _load_member(path, meta, backbone_dir),
+                         meta, device, name=f"{meta['model']['name']}-{path.name}")
+                   for i, (path, meta) in enumerate(metas)]
+        ensemble = EnsembleClassifier(name, device, member_labels, [], members, hashes)
+    return checked_warmup(ensemble, folder) if warmup else ensemble
+
+
+def _load_member(path: Path, meta: dict[str, Any], backbone_dir: str | None) -> Any:
+    """A member of a mixed ensemble, torch or sklearn, on the CPU (the Classifier moves it)."""
+    if meta["kind"] == "sklearn":
+        return _load_sklearn(path, meta)
+    recorded = meta["model"].get("args", {}).get("backbone_dir")
+    return _load_torch(path, meta, _resolve_backbone_dir(recorded, backbone_dir, None, path))
