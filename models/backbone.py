@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -177,7 +177,8 @@ def load_backbone(path: str | os.PathLike, kind: str = "auto") -> LoadedBackbone
 
 
 # ---------------------------------------------------------------- sharing inside an ensemble
-_SHARED: dict[str, LoadedBackbone] | None = None
+_SHARED: dict[str, Any] | None = None  # key -> loaded frozen backbone (any kind)
+_T = TypeVar("_T")
 
 
 @contextlib.contextmanager
@@ -194,14 +195,18 @@ def sharing_frozen_backbones() -> Iterator[None]:
         _SHARED = previous
 
 
+def shared_frozen(key: str, load: Callable[[], _T]) -> _T:
+    """`load()`, reusing the object already loaded under `key` inside `sharing_frozen_backbones()`."""
+    if _SHARED is None:
+        return load()
+    if key not in _SHARED:
+        _SHARED[key] = load()
+    return _SHARED[key]
+
+
 def load_backbone_for_frozen_head(path: str | os.PathLike, kind: str = "auto") -> LoadedBackbone:
     """`load_backbone`, reusing an already loaded copy inside `sharing_frozen_backbones()`."""
-    if _SHARED is None:
-        return load_backbone(path, kind)
-    key = f"{Path(path).expanduser().resolve()}|{kind}"
-    if key not in _SHARED:
-        _SHARED[key] = load_backbone(path, kind)
-    return _SHARED[key]
+    return shared_frozen(f"{Path(path).expanduser().resolve()}|{kind}", lambda: load_backbone(path, kind))
 
 
 # ---------------------------------------------------------------- running

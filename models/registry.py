@@ -97,5 +97,8 @@ for _spec in (
               "WavLM layer-weighted sum + BiLSTM + attention pooling, focal loss"),
     ModelSpec("wav2vec2-bilstm", "models.arch.ssl_heads:build_wav2vec2_bilstm", "ssl",
               "fine-tuned Wav2Vec2 (top layers) + BiLSTM head"),
+    ModelSpec("whisper-ultimate", "models.arch.whisper_heads:build_whisper_ultimate", "ssl",
+              "frozen Whisper encoder (encoder=tiny.en|base, pinned pip package), layer-weighted sum "
+              "(layer_pooling=weighted|last) + BiLSTM + attention pooling, focal loss"),
 ):
     register(_spec)

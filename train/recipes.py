@@ -26,6 +26,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Frozen WavLM + head: focal loss against the hard classes; the head learns fast.
     "wavlm-ultimate": {"epochs": 30, "batch_size": 16, "lr": 5e-4, "weight_decay": 1e-2,
                        "patience_epochs": 8, "loss": "focal", "focal_gamma": 2.0},
+    # The same head and loss on a frozen Whisper encoder.
+    "whisper-ultimate": {"epochs": 30, "batch_size": 16, "lr": 5e-4, "weight_decay": 1e-2,
+                         "patience_epochs": 8, "loss": "focal", "focal_gamma": 2.0},
     "wav2vec2-bilstm": {"epochs": 20, "batch_size": 8, "lr": 5e-5, "weight_decay": 1e-2,
                         "patience_epochs": 6, "label_smoothing": 0.05},
 }

@@ -40,6 +40,16 @@ def frame_mask(feat_lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
     return torch.arange(num_frames, device=feat_lengths.device)[None, :] < feat_lengths[:, None]
 
 
+def _check_head_args(layer_pooling: str, lstm_hidden: int, lstm_layers: int, attention_hidden: int,
+                     dropout: float) -> None:
+    if layer_pooling not in LAYER_POOLINGS:
+        raise ValueError(f"layer_pooling must be one of {', '.join(LAYER_POOLINGS)}, got {layer_pooling!r}")
+    if lstm_hidden < 1 or lstm_layers < 1 or attention_hidden < 1:
+        raise ValueError("lstm_hidden, lstm_layers and attention_hidden must be >= 1")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
 class MaskedAttentionPooling(nn.Module):
     """Additive attention over time; padded frames get zero weight.
 
@@ -73,18 +83,12 @@ class SSLEmotionNet(nn.Module):
         # --model-arg KEY=VALUE may hand over strings; cast once here.
         top_layers, lstm_hidden, lstm_layers = int(top_layers), int(lstm_hidden), int(lstm_layers)
         attention_hidden, dropout, num_classes = int(attention_hidden), float(dropout), int(num_classes)
+        _check_head_args(layer_pooling, lstm_hidden, lstm_layers, attention_hidden, dropout)
         if not backbone_dir:
             raise BackboneError(f"{registry_name} needs backbone_dir: a local folder with a "
                                 f"pretrained {backbone_kind} model (pass --backbone-dir DIR)")
         if train_mode not in TRAIN_MODES:
             raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}, got {train_mode!r}")
-        if layer_pooling not in LAYER_POOLINGS:
-            raise ValueError(f"layer_pooling must be one of {', '.join(LAYER_POOLINGS)}, "
-                             f"got {layer_pooling!r}")
-        if lstm_hidden < 1 or lstm_layers < 1 or attention_hidden < 1:
-            raise ValueError("lstm_hidden, lstm_layers and attention_hidden must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.registry_name = registry_name
         self.train_mode = train_mode
         # Recorded absolute, so a bundle still finds the folder from another working directory.
@@ -100,8 +104,12 @@ class SSLEmotionNet(nn.Module):
         if train_mode == "top" and not 1 <= top_layers <= num_layers:
             raise ValueError(f"top_layers must be in 1..{num_layers} for this backbone, got {top_layers}")
         self._configure_trainable(top_layers)
+        self._build_head(num_layers, self.backbone_info.hidden_size, layer_pooling, lstm_hidden, lstm_layers,
+                         attention_hidden, dropout, num_classes)
 
-        dim = self.backbone_info.hidden_size
+    def _build_head(self, num_layers: int, dim: int, layer_pooling: str, lstm_hidden: int, lstm_layers: int,
+                    attention_hidden: int, dropout: float, num_classes: int) -> None:
+        """Everything after the backbone (shared with heads on other encoders, e.g. Whisper)."""
         self.layer_pooling = layer_pooling
         self.layer_logits = (nn.Parameter(torch.zeros(num_layers + 1))
                              if layer_pooling == "weighted" else None)
@@ -112,7 +120,7 @@ class SSLEmotionNet(nn.Module):
         self.pool = MaskedAttentionPooling(2 * lstm_hidden, attention_hidden)
         self.classifier = nn.Linear(2 * lstm_hidden, num_classes)
         if self.frozen_backbone:
-            # The fixed backbone is loaded from backbone_dir, never stored in a head's weights.
+            # The fixed backbone is loaded from its source, never stored in a head's weights.
             self.register_state_dict_post_hook(_drop_backbone_keys)
             self.register_load_state_dict_pre_hook(_fill_backbone_keys)
 
