@@ -1,0 +1,144 @@
+"""Speculative classification during the VAD hangover, on real EmoDB speech and the real model:
+the segmenter's UtteranceFixed span is the later Utterance sample for sample, results are
+identical with and without speculation, speech resuming discards the job (counted, not
+logged), and stopping during a speculative job is clean.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from engine_support import EventLog, PacedArraySource, SlowClassifier, make_bundle, wait_until, write_speech_file
+from realtime.engine import Engine, EngineConfig
+from realtime.resample import float_to_int16
+from realtime.timeline import TimelineWriter, load_timeline
+from realtime.types import SpeechResumed, Utterance, UtteranceFixed
+from realtime.vad import Segmenter
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    from models.bundle import load_bundle_classifier
+
+    return load_bundle_classifier(make_bundle(tmp_path_factory.mktemp("bundle")), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speech(emodb_dir, tmp_path_factory):
+    """16 kHz arrays: 'gapped' (6 clips, 1.5 s silences), 'joined' (3 clips back to back)."""
+    folder = tmp_path_factory.mktemp("speech")
+    return {"gapped": PacedArraySource.from_file(write_speech_file(emodb_dir, folder / "g.wav", 6)).audio,
+            "joined": PacedArraySource.from_file(write_speech_file(emodb_dir, folder / "j.wav", 4,
+                                                                   joined=True)).audio}
+
+
+def segment(audio: np.ndarray, block: int = 480) -> list:
+    seg = Segmenter()
+    samples = float_to_int16(audio)
+    events = []
+    for i in range(0, len(samples), block):
+        events.extend(seg.push(samples[i:i + block]))
+    return events + seg.flush()
+
+
+def fixed_then_resumed(events) -> list[tuple[UtteranceFixed, SpeechResumed]]:
+    pairs, pending = [], None
+    for event in events:
+        if isinstance(event, UtteranceFixed):
+            pending = event
+        elif isinstance(event, SpeechResumed):
+            assert pending is not None, "SpeechResumed without an UtteranceFixed before it"
+            pairs.append((pending, event))
+            pending = None
+    return pairs
+
+
+def test_fixed_span_is_the_utterance_sample_for_sample(speech):
+    for name in ("gapped", "joined"):
+        events = segment(speech[name])
+        pending, matched = None, 0
+        for event in events:
+            if isinstance(event, UtteranceFixed):
+                assert pending is None          # at most one per pause
+                pending = event
+            elif isinstance(event, SpeechResumed):
+                pending = None
+            elif isinstance(event, Utterance) and not event.cut_at_max:
+                assert pending is not None, f"{name}: utterance {event.start_s:.2f} s without UtteranceFixed"
+                assert (pending.start_s, pending.end_s) == (event.start_s, event.end_s)
+                np.testing.assert_array_equal(pending.audio, event.audio)
+                pending, matched = None, matched + 1
+        assert matched == sum(isinstance(e, Utterance) and not e.cut_at_max for e in events) >= 1
+        assert name != "gapped" or matched == 6
+    # Inside a sentence, pauses longer than the tail and shorter than the hangover void the span.
+    assert fixed_then_resumed(segment(speech["joined"]))
+    assert not fixed_then_resumed(segment(speech["gapped"][: 3 * RATE]))   # one clean clip
+
+
+def run(audio, model, tmp_path, name, speed=4.0, hold_after_s=None, **cfg):
+    source = PacedArraySource(audio, speed=speed, hold_after_s=hold_after_s)
+    timeline = TimelineWriter(tmp_path / f"{name}.jsonl", {"test": name})
+    config = EngineConfig(partials_enabled=False, speculation_nice=0, **cfg)
+    return Engine(source, model, config, timeline=timeline, listener=EventLog()), timeline.path
+
+
+def test_speculative_and_plain_results_are_identical(classifier, speech, tmp_path):
+    results = {}
+    for speculate in (True, False):
+        engine, path = run(speech["gapped"], classifier, tmp_path, f"spec-{speculate}", speculate=speculate)
+        with engine:
+            assert engine.wait(120)
+        results[speculate] = (engine.summary(), load_timeline(path).utterances())
+    (spec_summary, spec), (plain_summary, plain) = results[True], results[False]
+    assert len(spec) == len(plain) == 6
+    assert spec_summary.speculative_used >= 1 and plain_summary.speculative_used == 0
+    for a, b in zip(spec, plain):
+        assert (a.start_s, a.end_s, a.model) == (b.start_s, b.end_s, b.model)
+        assert a.probs == b.probs          # bit for bit, after the JSON round trip
+
+
+def test_speech_resuming_discards_the_speculative_result(classifier, speech, tmp_path, caplog):
+    pairs = fixed_then_resumed(segment(speech["joined"]))
+    assert any(resumed.time_s - fixed.end_s >= 0.1 for fixed, resumed in pairs)   # a pause to speculate in
+    slow = SlowClassifier(classifier, "slow", delay_s=lambda i: 0.3)   # still running when speech resumes
+    engine, path = run(speech["joined"], slow, tmp_path, "resume", speed=1.0)
+    with caplog.at_level(logging.DEBUG, logger="ved"):
+        with engine:
+            assert engine.wait(120)
+    summary = engine.summary()
+    session = load_timeline(path)
+    offline = [e for e in segment(speech["joined"]) if isinstance(e, Utterance)]
+    assert [(p.start_s, p.end_s) for p in session.utterances()] == [(u.start_s, u.end_s) for u in offline]
+    assert summary.speculative_discarded >= 1
+    assert len(slow.calls) == summary.speculative_discarded + len(offline)   # every model call accounted for
+    assert session.summary["speculative_discarded"] == summary.speculative_discarded
+    assert not [s for s in session.statuses if s["state"] in ("error", "warning")]
+    assert not [r for r in caplog.records if "specul" in r.getMessage().lower()]   # counted, not logged
+
+
+def test_stop_during_a_speculative_job_is_clean(classifier, speech, tmp_path):
+    """The source stops 0.2 s into the hangover while the (slow) speculative job runs: stop()
+    waits for it, publishes it as the final result once, and joins every thread."""
+    audio = speech["gapped"][: 5 * RATE]
+    events = segment(audio)
+    first = next(e for e in events if isinstance(e, Utterance))
+    fixed = next(e for e in events if isinstance(e, UtteranceFixed) and e.end_s == first.end_s)
+    slow = SlowClassifier(classifier, "slow", delay_s=lambda i: 1.0 if i == 0 else 0.0)
+    engine, path = run(audio, slow, tmp_path, "stop", speed=float("inf"), hold_after_s=fixed.end_s + 0.2)
+    engine.start()
+    assert wait_until(lambda: len(slow.calls) == 1)          # the speculative job is running
+    summary = engine.stop(timeout_s=10)
+    assert not any(thread.is_alive() for thread in engine._threads)
+    session = load_timeline(path)
+    assert session.complete and session.statuses[-1]["state"] == "stopped"
+    (utterance,) = session.utterances()
+    assert (utterance.start_s, utterance.end_s) == (fixed.start_s, fixed.end_s)
+    assert slow.calls == [len(fixed.audio)]                  # classified once, by the speculative job
+    assert (summary.speculative_used, summary.speculative_discarded) == (1, 0)
+    expected = classifier.predict([fixed.audio])[0]
+    order = [list(classifier.labels).index(k) for k in utterance.probs]
+    np.testing.assert_allclose(list(utterance.probs.values()), expected[order], rtol=0, atol=1e-6)
