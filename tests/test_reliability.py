@@ -1,21 +1,19 @@
 """Faults a user can throw at `main.py --headless`, each through the real program (a subprocess).
 
 Inputs: damaged files, odd rates and channel counts, NaN/inf and clipped samples, a 10-minute
-file; models: broken bundle folders, a broken --primary; outputs: unwritable paths and a full
-disk. User mistakes must give exit 2 and one "error:" line, never a traceback. The SIGKILL case
-here only adds what tests/test_crash.py does not cover (CSV export and SIGTERM).
+file; models: broken bundle folders, a broken --primary. Outputs are in tests/test_reliability_outputs.py,
+records (existing --out, export, cut-short input) in tests/test_records.py. User mistakes must give
+exit 2 and one "error:" line, never a traceback. The SIGKILL case here only adds what
+tests/test_crash.py does not cover (CSV export and SIGTERM).
 Speech is real (EmoDB clips joined with silence, resampled/duplicated with soxr/numpy).
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,48 +24,12 @@ import soundfile as sf
 import soxr
 
 from engine_support import EMODB_RATE_HZ, REPO_ROOT, emodb_clips, make_bundle, write_speech_file
+from reliability_support import assert_clean_run, assert_user_error, child_env, main_cmd, run_main, run_many
 from realtime.source import END_OF_STREAM
 from realtime.sources import FileSource
 from realtime.timeline import load_timeline
 
 CLIPS, LEAD_S, CLIP_S, GAP_S = 3, 0.5, 2.0, 1.5
-
-
-def main_cmd(*args) -> list[str]:
-    return [sys.executable, str(REPO_ROOT / "main.py"), *map(str, args)]
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-
-
-def run_main(*args, timeout_s: float = 180):
-    return subprocess.run(main_cmd(*args), cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout_s, env=child_env())
-
-
-def run_many(arg_lists: list[tuple], max_parallel: int = 4, timeout_s: float = 300) -> list:
-    """Run several main.py invocations, up to max_parallel at a time; CompletedProcess per call."""
-    results: list = []
-    for first in range(0, len(arg_lists), max_parallel):
-        batch = [subprocess.Popen(main_cmd(*args), cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for args in arg_lists[first:first + max_parallel]]
-        for process in batch:
-            stdout, stderr = process.communicate(timeout=timeout_s)
-            results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
-    return results
-
-
-def assert_user_error(result, fragment: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and fragment in errors[0], result.stderr
-
-
-def assert_clean_run(result) -> None:
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
 
 
 def clip_spans(clips: int = CLIPS, lead_s: float = LEAD_S, gap_s: float = GAP_S) -> list[tuple[float, float]]:
@@ -328,89 +290,6 @@ def test_broken_primary_falls_back_to_the_embedded_model(bundle, speech, tmp_pat
         fallback_name = session.header["model"]["name"]
         assert {u.model for u in session.utterances()} == {fallback_name}
         assert_one_utterance_per_clip(session, clip_spans())
-
-
-# ---------------------------------------------------------------- outputs
-def _tiny_tmpfs(path: Path, size: str) -> str:
-    """Mount a tmpfs of `size` at path; returns "" or why it cannot (not root, no mount)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        return "mounting a tiny tmpfs needs root"
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True, text=True, check=False)
-    return "" if result.returncode == 0 else f"mount failed: {result.stderr.strip()}"
-
-
-def _unmount(path: Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-
-
-def test_unwritable_outputs_fail_at_start(speech, tmp_path):
-    cases = [(Path("/proc/ved-test/s.jsonl"), "cannot create timeline folder"),
-             (Path("/proc/ved-session.jsonl"), "free in /proc"),
-             (tmp_path, "is a folder")]
-    for out, fragment in cases:
-        # The --model folder does not exist: getting the output error proves the output is
-        # checked before the model loads (no minutes wasted loading a model for nothing).
-        assert_user_error(run_main("--headless", "--input", speech[1], "--model", tmp_path / "unused",
-                                   "--out", out), fragment)
-    if os.geteuid() != 0:
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        assert_user_error(run_main("--headless", "--input", speech[1], "--out", locked / "s.jsonl"),
-                          "is not writable")
-
-
-def test_full_disk_is_reported_at_start(speech, tmp_path):
-    mount_point = tmp_path / "tiny"
-    reason = _tiny_tmpfs(mount_point, "1m")
-    if reason:
-        pytest.skip(reason)
-    try:
-        result = run_main("--headless", "--input", speech[1], "--out", mount_point / "s.jsonl")
-        assert_user_error(result, "MB free in")
-        assert not (mount_point / "s.jsonl").exists()
-    finally:
-        _unmount(mount_point)
-
-
-def test_disk_filling_up_mid_session_is_reported_once_and_the_run_ends_cleanly(bundle, emodb_dir, tmp_path):
-    """The timeline sits on a 6 MB tmpfs that fills up mid-session: one error line, no traceback,
-    the lines written before the disk filled reload."""
-    mount_point = tmp_path / "small"
-    reason = _tiny_tmpfs(mount_point, "6m")
-    if reason:
-        pytest.skip(reason)
-    try:
-        audio = write_speech_file(emodb_dir, tmp_path / "long.wav", 12, gap_s=1.0)
-        out = mount_point / "s.jsonl"
-        process = subprocess.Popen(main_cmd("--headless", "--input", audio, "--pace", "realtime", "--model",
-                                            bundle, "--out", out), cwd=REPO_ROOT, env=child_env(),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (not out.exists() or '"kind":"utterance"' not in out.read_text()):
-            time.sleep(0.2)
-        _fill_disk(mount_point / "filler")
-        _, stderr = process.communicate(timeout=120)
-        assert "Traceback" not in stderr, stderr
-        assert process.returncode in (0, 2), stderr
-        disk_errors = [line for line in stderr.splitlines() if "No space left" in line]
-        assert len(disk_errors) == 1, stderr
-        session = load_timeline(out)
-        assert session.torn_lines <= 1 and len(session.utterances()) >= 1
-    finally:
-        _unmount(mount_point)
-
-
-def _fill_disk(path: Path) -> None:
-    """Write zeros to `path` until the file system is full (unbuffered, so close cannot fail)."""
-    with open(path, "wb", buffering=0) as filler:
-        try:
-            while True:
-                filler.write(b"\0" * 65536)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
 
 
 # ---------------------------------------------------------------- killed sessions
