@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: models/default/, the trained log-mel model)")
     models.add_argument("--primary", metavar="FOLDER", help="accurate model (e.g. WavLM ensemble folder); "
                         "the fast model takes over whenever it misses the latency budget")
-    models.add_argument("--backbone-dir", metavar="FOLDER", help="local pretrained backbone folder for "
-                        "--primary (overrides the one recorded in the ensemble)")
+    models.add_argument("--backbone", "--backbone-dir", dest="backbone_dir", metavar="FOLDER|HUB_ID",
+                        help="pretrained backbone for --primary (overrides the one recorded in the ensemble): "
+                        "a local folder, or a hub id such as microsoft/wavlm-base-plus read from the Hugging Face "
+                        "cache (downloaded once only when missing and HF_HUB_OFFLINE is unset)")
     models.add_argument("--compute", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where models run (auto: CUDA when available)")
     models.add_argument("--latency-budget-ms", type=float, default=300.0,
@@ -190,7 +192,8 @@ def run_gui_mode(args: argparse.Namespace) -> int:
 # included, is an internal bug: exit 1 with its traceback.
 USER_ERRORS = (("models.bundle", "BundleError"), ("models.registry", "UnknownModelError"),
                ("realtime.engine", "EngineError"), ("realtime.timeline", "TimelineError"),
-               ("realtime.sources", "AudioFileError"), ("realtime.devices", "DeviceError"))
+               ("realtime.sources", "AudioFileError"), ("realtime.devices", "DeviceError"),
+               ("models.backbone", "BackboneError"))
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -214,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.export_csv:
             return export_csv_command(args.export_csv)
+        if args.backbone_dir:
+            from models.hub import resolve_backbone  # a folder, or a hub id through the HF cache
+
+            args.backbone_dir = str(resolve_backbone(args.backbone_dir))
         return run_headless(args) if args.headless else run_gui_mode(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

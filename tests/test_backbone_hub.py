@@ -157,3 +157,17 @@ def test_backbone_dir_is_an_alias_of_backbone():
     base = ["fit", "--model", "wavlm-ultimate", "--dataset", "csv", "--data", "x", "--out", "y"]
     assert build_parser().parse_args([*base, "--backbone-dir", "some/folder"]).backbone == "some/folder"
     assert build_parser().parse_args([*base, "--backbone", REPO_ID]).backbone == REPO_ID
+
+
+def test_monitor_takes_a_hub_id_for_the_primary_backbone(tiny_wavlm, hub_cache, no_network, monkeypatch, capsys):
+    import main as monitor
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert monitor.main(["--headless", "--backbone", REPO_ID]) == 2  # not cached: one line, exit 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: backbone {REPO_ID} is not in the Hugging Face")
+    snapshot = _cache_snapshot(hub_cache, REPO_ID, tiny_wavlm)
+    seen = []
+    monkeypatch.setattr(monitor, "run_headless", lambda args: seen.append(args.backbone_dir) or 0)
+    assert monitor.main(["--headless", "--backbone-dir", REPO_ID]) == 0
+    assert seen == [str(snapshot)]  # the engine gets the cached local folder
