@@ -4,6 +4,7 @@
     python -m bench --quick                  # small sizes, a few minutes; figures are indicative only
     python -m bench --only pipeline soak     # just these
     python -m bench --soak-minutes 30        # the full 30-minute REAL-TIME soak (takes 30 minutes)
+    python -m bench --only speculation --primary FOLDER   # classify-during-hangover A/B with this primary
 
 Units: latencies and intervals in milliseconds (ms), memory in MB (10^6 bytes), durations of
 audio in seconds or minutes as named, CPU as percent of one core, ratios are plain numbers
@@ -41,9 +42,9 @@ import numpy as np
 
 from bench.report import TargetCheck, machine_info, markdown_table, targets_table
 
-BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "pipeline_ensemble", "soak", "train_cv")
+BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "pipeline_ensemble", "speculation", "soak", "train_cv")
 # Benchmarks whose code lives in another benchmark's module.
-MODULE_OF = {"pipeline_ensemble": "pipeline"}
+MODULE_OF = {"pipeline_ensemble": "pipeline", "speculation": "pipeline"}
 CONFORMERS = ("conformer-v1", "conformer-v3.1", "conformer-v3.2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -62,6 +63,7 @@ class BenchContext:
     soak_pace: str
     model_dir: str | None = None
     model_note: str = ""
+    primary_dir: str | None = None   # --primary: a primary bundle or ensemble folder
     measured: dict[str, Any] = field(default_factory=dict)   # results so far, for cross-bench ratios
 
 
@@ -240,6 +242,40 @@ def run_pipeline_ensemble(ctx: BenchContext, module) -> BenchOutcome:
     return BenchOutcome("pipeline_ensemble", "ok", table=module.markdown(result), checks=checks, result=result)
 
 
+def run_speculation(ctx: BenchContext, module) -> BenchOutcome:
+    """Fast model and primary, each with and without classifying during the VAD hangover."""
+    from bench.ensemble import write_fixture
+
+    duration_s = 30.0 if ctx.quick else 90.0
+    if ctx.primary_dir:
+        primary, kind = ctx.primary_dir, f"primary {ctx.primary_dir}"
+    else:
+        primary = str(write_fixture(ctx.scratch / "speculation-primary", heads=5, tiny=ctx.quick))
+        kind = "5-head WavLM ensemble, " + ("tiny" if ctx.quick else "base-plus-shaped") + " random backbone"
+    result = module.speculation_ab(duration_s, ctx.model_dir, primary, ctx.data_dir, ctx.threads)
+    result["primary"] = kind
+    rows = {(r["setup"], r["speculate"]): r for r in result["rows"]}
+    fast, fast_off = rows[("fast model", True)], rows[("fast model", False)]
+    prim, prim_off = rows[("primary + fast fallback", True)], rows[("primary + fast fallback", False)]
+    hangover = fast["hangover_ms"]
+    primary_limit = max(hangover, prim["primary_compute_p95_ms"]) + 60
+    checks = [
+        TargetCheck("fast model, end of speech -> on disk p95, speculation", fast["end_of_speech_to_written_p95_ms"],
+                    "<=", hangover + 60, "ms", f"without: {fast_off['end_of_speech_to_written_p95_ms']} ms; "
+                    f"wasted share {fast['speculative_wasted_share']}; {duration_s:.0f} s replay"),
+        TargetCheck("primary, end of speech -> on disk p95, speculation", prim["end_of_speech_to_written_p95_ms"],
+                    "<=", round(primary_limit), "ms", f"max(hangover, primary compute p95 "
+                    f"{prim['primary_compute_p95_ms']} ms) + 60; without: {prim_off['end_of_speech_to_written_p95_ms']}"
+                    f" ms; wasted share {prim['speculative_wasted_share']}; fallback share {prim['fallback_share']}; "
+                    f"{kind}"),
+        TargetCheck("live trace update interval p95, deadline-scheduled windows", fast["partial_interval_p95_ms"],
+                    "<=", 500, "ms", f"fast model; with the primary: {prim['partial_interval_p95_ms']} ms"),
+        TargetCheck("dropped utterances, 4 real-time replays", sum(r["dropped_utterances"] for r in rows.values()),
+                    "==", 0, "", f"{sum(r['utterances'] for r in rows.values())} utterances"),
+    ]
+    return BenchOutcome("speculation", "ok", table=module.speculation_markdown(result), checks=checks, result=result)
+
+
 def run_soak(ctx: BenchContext, module) -> BenchOutcome:
     result = module.run(minutes=ctx.soak_minutes, pace=ctx.soak_pace, model_dir=ctx.model_dir,
                         data_dir=ctx.data_dir, threads=ctx.threads, reload_hours=2.0)
@@ -274,7 +310,7 @@ def run_train_cv(ctx: BenchContext, module) -> BenchOutcome:
 
 RUNNERS: dict[str, Callable[[BenchContext, Any], BenchOutcome]] = {
     "vad_cost": run_vad_cost, "model_speed": run_model_speed, "pipeline": run_pipeline,
-    "ensemble": run_ensemble, "pipeline_ensemble": run_pipeline_ensemble, "soak": run_soak,
+    "ensemble": run_ensemble, "pipeline_ensemble": run_pipeline_ensemble, "speculation": run_speculation, "soak": run_soak,
     "train_cv": run_train_cv}
 
 
@@ -331,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-pace", choices=("fast", "realtime"),
                         help="override the soak pace (default: realtime with --soak-minutes, else fast)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--primary", metavar="FOLDER", help="primary bundle or ensemble folder for the speculation "
+                        "benchmark (default: a generated 5-head WavLM ensemble with random weights)")
     return parser
 
 
@@ -361,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = BenchContext(quick=args.quick, threads=args.threads, data_dir=data_dir, data_note=data_note,
                            scratch=scratch, soak_minutes=soak_minutes, soak_pace=soak_pace)
         machine = machine_info(args.threads)
-        if any(name in selected for name in ("model_speed", "pipeline", "pipeline_ensemble", "soak")):
+        ctx.primary_dir = args.primary
+        if any(name in selected for name in ("model_speed", "pipeline", "speculation", "pipeline_ensemble", "soak")):
             try:
                 ctx.model_dir, ctx.model_note = find_model(scratch)
             except Exception as exc:  # the model-free benchmarks still run

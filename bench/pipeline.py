@@ -1,7 +1,7 @@
 """Whole headless pipeline on a real-time replay of real speech: latency, live-trace cadence, drops, CPU, memory.
 
     python -m bench.pipeline [--duration-s 60] [--classifiers fallback|primary+fallback]
-                             [--model FOLDER] [--primary FOLDER] [--json out.json]
+                             [--model FOLDER] [--primary FOLDER] [--no-speculation] [--json out.json]
 
 The input is EmoDB clips (../shared/data) joined with 0.8-2.0 s of silence (every fourth
 pair back to back, for longer utterances), written to a temporary WAV and replayed by
@@ -15,7 +15,12 @@ Figures:
 * partial trace interval: wall time between consecutive live (partial) results within one
   utterance (the hop is 500 ms of audio);
 * CPU: process CPU time / wall time over the session (100% = one core); peak RSS sampled
-  every 0.25 s during the session.
+  every 0.25 s during the session;
+* model compute: wall time of each predict call of that model (speculative ones included);
+* speculation (EngineConfig.speculate): results classified during the VAD hangover and used,
+  and the wasted share = discarded / (used + discarded) speculative classifications.
+
+`speculation_ab` runs the fast model and the primary, each with and without speculation.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import psutil
 import soundfile as sf
 from tqdm import tqdm
 
+from models.classifier import Classifier
 from realtime.engine import Engine, EngineConfig
 from realtime.source import AudioSource
 from realtime.timeline import TimelineWriter
@@ -118,6 +124,28 @@ class _TimedTimeline(TimelineWriter):
         self.written.append((prediction, time.monotonic()))
 
 
+class _TimedClassifier(Classifier):
+    """Delegates to a Classifier and records the wall time of every predict call (ms)."""
+
+    def __init__(self, inner: Classifier) -> None:
+        self.inner = inner
+        self.name, self.labels, self.device = inner.name, inner.labels, inner.device
+        self.times_ms: list[float] = []
+
+    def predict(self, waveforms):
+        started = time.perf_counter()
+        out = self.inner.predict(waveforms)
+        self.times_ms.append((time.perf_counter() - started) * 1000.0)
+        return out
+
+    def warmup(self, seconds: float = 1.0):
+        return self.inner.warmup(seconds)
+
+    @property
+    def checkpoint_hash(self) -> str:
+        return self.inner.checkpoint_hash
+
+
 def _percentiles(values: list[float]) -> tuple[float, float, float]:
     if not values:
         return 0.0, 0.0, 0.0
@@ -126,11 +154,13 @@ def _percentiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str | None = None,
-        primary_dir: str | None = None, data_dir: Path = DEFAULT_DATA, threads: int = 2) -> dict:
+        primary_dir: str | None = None, data_dir: Path = DEFAULT_DATA, threads: int = 2,
+        speculate: bool = True) -> dict:
     """Replay `duration_s` of speech in real time through the engine; returns the figures as a dict.
 
     classifiers: "fallback" (the fast model only) or "primary+fallback" (primary_dir, or a second
     copy of the fast model when None, which then measures the two-model bookkeeping only).
+    speculate: classify during the VAD hangover (the engine default) or not.
     """
     if classifiers not in CLASSIFIER_CHOICES:
         raise ValueError(f"classifiers must be one of {CLASSIFIER_CHOICES}, got {classifiers!r}")
@@ -140,12 +170,13 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
     from realtime.wiring import load_model
 
     torch.set_num_threads(threads)
-    fallback = load_model(model_dir, "cpu")
+    fallback = _TimedClassifier(load_model(model_dir, "cpu"))
     primary = None
     if classifiers == "primary+fallback":
-        primary = load_model(primary_dir or model_dir, "cpu")
+        primary = _TimedClassifier(load_model(primary_dir or model_dir, "cpu"))
         if primary_dir is None:
             primary.name = f"{primary.name}-as-primary"
+    cfg = EngineConfig(compute_device="cpu", speculate=speculate)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "replay.wav"
         clips = write_replay_file(wav, duration_s, data_dir)
@@ -160,7 +191,7 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
                 peak_rss[0] = max(peak_rss[0], process.memory_info().rss)
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
-        engine = Engine(source, fallback, EngineConfig(compute_device="cpu"), primary=primary, timeline=timeline)
+        engine = Engine(source, fallback, cfg, primary=primary, timeline=timeline)
         engine.start()
         sampler.start()
         cpu_start, wall_start = process.cpu_times(), time.monotonic()
@@ -179,11 +210,13 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
     ends = np.array([end for end, _ in source.stamps])
     times = np.array([t for _, t in source.stamps])
     utterances = [(p, t) for p, t in timeline.written if p.kind == "utterance"]
-    to_written = []
+    to_written, primary_to_written = [], []
     for p, written_at in utterances:
         i = int(np.searchsorted(ends, p.end_s - 1e-6))
         if i < len(times):
             to_written.append((written_at - times[i]) * 1000.0)
+            if primary is not None and p.model == primary.name:
+                primary_to_written.append(to_written[-1])
     intervals, previous = [], None
     for p, written_at in timeline.written:
         if p.kind != "partial":
@@ -194,6 +227,8 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         previous = (p, written_at)
     engine_p50, engine_p95, engine_max = _percentiles([p.latency_ms for p, _ in utterances])
     eos_p50, eos_p95, eos_max = _percentiles(to_written)
+    speculated = summary.speculative_used + summary.speculative_discarded
+    compute = {"fast_model": fallback.times_ms, "primary": primary.times_ms if primary else []}
     gap_p50, gap_p95, gap_max = _percentiles(intervals)
     return {
         "duration_s": duration_s, "classifiers": classifiers, "clips": clips, "finished": finished,
@@ -203,6 +238,13 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         "end_of_speech_to_written_p50_ms": round(eos_p50, 1),
         "end_of_speech_to_written_p95_ms": round(eos_p95, 1),
         "end_of_speech_to_written_max_ms": round(eos_max, 1),
+        "end_of_speech_to_written_primary_p95_ms": round(_percentiles(primary_to_written)[1], 1),
+        "primary_utterances": len(primary_to_written), "hangover_ms": cfg.vad.hangover_ms,
+        **{f"{name}_compute_{stat}_ms": round(value, 1) for name, times in compute.items()
+           for stat, value in zip(("p50", "p95"), _percentiles(times)[:2])},
+        "speculate": speculate, "speculative_used": summary.speculative_used,
+        "speculative_discarded": summary.speculative_discarded,
+        "speculative_wasted_share": round(summary.speculative_discarded / speculated, 3) if speculated else 0.0,
         "partial_interval_p50_ms": round(gap_p50, 1), "partial_interval_p95_ms": round(gap_p95, 1),
         "partial_interval_max_ms": round(gap_max, 1),
         "dropped_utterances": summary.dropped_utterances, "dropped_partials": summary.dropped_partials,
@@ -211,6 +253,38 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         "cpu_percent_of_one_core": round(100.0 * cpu_s / max(wall_end - wall_start, 1e-9), 1),
         "cpu_count": psutil.cpu_count(), "peak_rss_mb": round(peak_rss[0] / 2**20, 1),
     }
+
+
+def speculation_ab(duration_s: float, model_dir: str | None, primary_dir: str | None, data_dir: Path = DEFAULT_DATA,
+                   threads: int = 2) -> dict:
+    """The fast model alone and the primary (+ fast fallback), each with and without speculation,
+    on the same replay; returns {"rows": [...]} with one row per run."""
+    rows = []
+    for classifiers in CLASSIFIER_CHOICES:
+        for speculate in (False, True):
+            result = run(duration_s, classifiers, model_dir, primary_dir, data_dir, threads, speculate=speculate)
+            rows.append({"setup": "fast model" if classifiers == "fallback" else "primary + fast fallback",
+                         **result})
+    return {"duration_s": duration_s, "rows": rows}
+
+
+SPECULATION_COLUMNS = (
+    ("setup", "setup"), ("speculation", "speculate"), ("utterances", "utterances"),
+    ("utterances by primary", "primary_utterances"),
+    ("end of speech -> on disk p50 ms", "end_of_speech_to_written_p50_ms"),
+    ("p95 ms", "end_of_speech_to_written_p95_ms"),
+    ("primary-made p95 ms", "end_of_speech_to_written_primary_p95_ms"),
+    ("primary compute p95 ms", "primary_compute_p95_ms"), ("fast compute p95 ms", "fast_model_compute_p95_ms"),
+    ("partial interval p95 ms", "partial_interval_p95_ms"), ("speculative used", "speculative_used"),
+    ("wasted share", "speculative_wasted_share"), ("dropped utterances", "dropped_utterances"),
+    ("fallback share", "fallback_share"))
+
+
+def speculation_markdown(result: dict) -> str:
+    lines = ["| " + " | ".join(title for title, _ in SPECULATION_COLUMNS) + " |",
+             "|" + "---|" * len(SPECULATION_COLUMNS)]
+    lines += ["| " + " | ".join(str(row.get(key)) for _, key in SPECULATION_COLUMNS) + " |" for row in result["rows"]]
+    return "\n".join(lines)
 
 
 def markdown(result: dict) -> str:
@@ -227,10 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="fast model bundle folder (default models/default/)")
     parser.add_argument("--primary", help="primary model folder for --classifiers primary+fallback")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-speculation", action="store_true", help="do not classify during the VAD hangover")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
-        result = run(args.duration_s, args.classifiers, args.model, args.primary, threads=args.threads)
+        result = run(args.duration_s, args.classifiers, args.model, args.primary, threads=args.threads,
+                     speculate=not args.no_speculation)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
