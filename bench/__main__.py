@@ -42,9 +42,10 @@ import numpy as np
 
 from bench.report import TargetCheck, machine_info, markdown_table, targets_table
 
-BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "pipeline_ensemble", "speculation", "soak", "train_cv")
+BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "whisper_ensemble", "pipeline_ensemble", "speculation", "soak",
+              "train_cv")
 # Benchmarks whose code lives in another benchmark's module.
-MODULE_OF = {"pipeline_ensemble": "pipeline", "speculation": "pipeline"}
+MODULE_OF = {"pipeline_ensemble": "pipeline", "speculation": "pipeline", "whisper_ensemble": "ensemble"}
 CONFORMERS = ("conformer-v1", "conformer-v3.1", "conformer-v3.2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -227,6 +228,16 @@ def run_ensemble(ctx: BenchContext, module) -> BenchOutcome:
     return BenchOutcome("ensemble", "ok", table=module.markdown_table(result), checks=checks, result=result)
 
 
+def run_whisper_ensemble(ctx: BenchContext, module) -> BenchOutcome:
+    """5-head whisper-ultimate ensembles (tiny.en, base; one shared encoder pass) beside the fast model."""
+    result = module.run_whisper(ctx.model_dir, seconds=4.0, repeats=10 if ctx.quick else 40)
+    fast = next((r for r in result["rows"] if r["model"] == "fast model"), None)
+    checks = [TargetCheck(f"{r['model']}, 4 s utterance p95", round(r["ms_p95"], 1), "<=", result["target_p95_ms"],
+                          "ms", f"fast model p95 {fast['ms_p95']:.0f} ms in the same run" if fast else "")
+              for r in result["rows"] if r is not fast]
+    return BenchOutcome("whisper_ensemble", "ok", table=module.whisper_markdown(result), checks=checks, result=result)
+
+
 def run_pipeline_ensemble(ctx: BenchContext, module) -> BenchOutcome:
     """Real-time replay with the 5-head WavLM ensemble as primary and the default model as fallback."""
     from bench.ensemble import write_fixture
@@ -310,8 +321,8 @@ def run_train_cv(ctx: BenchContext, module) -> BenchOutcome:
 
 RUNNERS: dict[str, Callable[[BenchContext, Any], BenchOutcome]] = {
     "vad_cost": run_vad_cost, "model_speed": run_model_speed, "pipeline": run_pipeline,
-    "ensemble": run_ensemble, "pipeline_ensemble": run_pipeline_ensemble, "speculation": run_speculation, "soak": run_soak,
-    "train_cv": run_train_cv}
+    "ensemble": run_ensemble, "whisper_ensemble": run_whisper_ensemble, "pipeline_ensemble": run_pipeline_ensemble,
+    "speculation": run_speculation, "soak": run_soak, "train_cv": run_train_cv}
 
 
 def run_one(name: str, ctx: BenchContext) -> BenchOutcome:
@@ -400,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                            scratch=scratch, soak_minutes=soak_minutes, soak_pace=soak_pace)
         machine = machine_info(args.threads)
         ctx.primary_dir = args.primary
-        if any(name in selected for name in ("model_speed", "pipeline", "speculation", "pipeline_ensemble", "soak")):
+        if any(name in selected for name in ("model_speed", "pipeline", "speculation", "whisper_ensemble", "pipeline_ensemble",
+                                             "soak")):
             try:
                 ctx.model_dir, ctx.model_note = find_model(scratch)
             except Exception as exc:  # the model-free benchmarks still run

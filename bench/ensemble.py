@@ -39,25 +39,29 @@ TARGET_SHARED_OVER_SINGLE = 1.3
 
 def write_fixture(root: Path, heads: int, tiny: bool) -> Path:
     """Backbone folder + K frozen-head bundles + ensemble.json under root; returns the ensemble folder."""
-    import torch
-
     from models.backbone import make_base_plus_shaped, make_tiny_backbone
-    from models.bundle import save_bundle
-    from models.registry import build_model
 
     backbone = root / "backbone"
     if tiny:
         make_tiny_backbone(backbone, "wavlm")
     else:
         make_base_plus_shaped(backbone)
-    ensemble = root / "ensemble"
+    return _save_heads(root / "ensemble", "wavlm-ultimate", {"backbone_dir": str(backbone)}, heads, str(backbone))
+
+
+def _save_heads(ensemble: Path, name: str, args: dict[str, Any], heads: int, backbone_dir: str | None) -> Path:
+    """K randomly initialised frozen heads as bundles + ensemble.json (shared backbone); returns the folder."""
+    import torch
+
+    from models.bundle import save_bundle
+    from models.registry import build_model
+
     for k in range(heads):
         torch.manual_seed(k)
-        model = build_model("wavlm-ultimate", backbone_dir=str(backbone))
-        save_bundle(ensemble / f"fold{k}", model, "wavlm-ultimate", {"fold": k, "git_commit": "benchmark"})
+        save_bundle(ensemble / f"fold{k}", build_model(name, **args), name, {"fold": k, "git_commit": "benchmark"})
     (ensemble / "ensemble.json").write_text(json.dumps({
         "format_version": 1, "kind": "ensemble", "members": [f"fold{k}" for k in range(heads)],
-        "shared_backbone": True, "backbone_dir": str(backbone)}))
+        "shared_backbone": True, "backbone_dir": backbone_dir}))
     return ensemble
 
 
@@ -185,6 +189,86 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {duration:g} | {r['shared_over_single']:.2f} | {r['separate_over_shared']:.2f} |")
     verdict = "meets" if results["meets_target"] else "MISSES"
     lines.append(f"\nshared/single target <= {results['target_shared_over_single']} (fastest calls): {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- Whisper-encoder ensembles
+WHISPER_ENCODERS = ("tiny.en", "base")
+WHISPER_FRAME_POOL = 4  # as trained on CREMA-D (docs/whisper.md)
+TARGET_WHISPER_P95_MS = 150.0
+
+
+def speech_clip(seconds: float) -> tuple[np.ndarray, str]:
+    """A real utterance of `seconds` (shared CREMA-D clips joined) when present, else noise."""
+    import soundfile as sf
+
+    from bench.vad_cost import DEFAULT_DATA
+
+    clips = sorted((DEFAULT_DATA / "crema-d" / "AudioFLAC").glob("*.flac"))[:6]
+    if not clips:
+        rng = np.random.default_rng(0)
+        return (0.05 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32), "noise (no shared CREMA-D)"
+    audio = np.concatenate([sf.read(str(p), dtype="float32")[0] for p in clips])
+    return audio[:int(seconds * 16_000)], f"CREMA-D speech ({', '.join(p.stem for p in clips[:2])}, ...)"
+
+
+def _whisper_timings(ensembles: dict[str, str], fast_dir: str | None, seconds: float,
+                     repeats: int) -> dict[str, Any]:
+    """Fresh process, THREADS torch threads: every classifier loaded, calls interleaved round-robin."""
+    import torch
+
+    from models.loader import load_bundle_classifier, load_ensemble
+
+    torch.set_num_threads(THREADS)
+    classifiers = {label: load_ensemble(folder, "cpu") for label, folder in ensembles.items()}
+    if fast_dir:
+        classifiers["fast model"] = load_bundle_classifier(fast_dir, "cpu")
+    clip, note = speech_clip(seconds)
+    times: dict[str, list[float]] = {label: [] for label in classifiers}
+    loads = []
+    for _ in range(3):
+        for classifier in classifiers.values():
+            classifier.predict([clip])
+    for _ in range(repeats):
+        for label, classifier in classifiers.items():
+            t0 = time.perf_counter()
+            classifier.predict([clip])
+            times[label].append(time.perf_counter() - t0)
+        loads.append(os.getloadavg()[0])
+    describe = {label: c.describe() for label, c in classifiers.items()}
+    return {"times_s": times, "describe": describe, "clip": note, "host_load_average_1min": float(np.mean(loads))}
+
+
+def run_whisper(fast_dir: str | None, seconds: float = 4.0, repeats: int = 40, heads: int = 5,
+                encoders: tuple[str, ...] = WHISPER_ENCODERS, ensembles: dict[str, str] | None = None) -> dict[str, Any]:
+    """p50/p95 per utterance of K-head whisper-ultimate ensembles (one shared encoder pass) beside the
+    fast model, same process, same clip. ensembles: label -> trained ensemble folder; default: K
+    untrained heads per encoder (the same compute as trained ones)."""
+    with tempfile.TemporaryDirectory(prefix="ved-bench-whisper-") as tmp:
+        if ensembles is None:
+            ensembles = {f"whisper-ultimate {enc}, {heads} heads (untrained heads)": str(_save_heads(
+                Path(tmp) / enc, "whisper-ultimate", {"encoder": enc, "frame_pool": WHISPER_FRAME_POOL}, heads, None))
+                for enc in encoders}
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            timing = pool.submit(_whisper_timings, ensembles, fast_dir, seconds, repeats).result()
+    rows = []
+    for label, calls in timing["times_s"].items():
+        ms = 1000.0 * np.asarray(calls)
+        rows.append({"model": label, "describe": timing["describe"][label], "ms_p50": float(np.percentile(ms, 50)),
+                     "ms_p95": float(np.percentile(ms, 95)), "ms_max": float(ms.max())})
+    return {"seconds": seconds, "repeats": repeats, "threads": THREADS, "clip": timing["clip"], "rows": rows,
+            "host_load_average_1min": timing["host_load_average_1min"], "target_p95_ms": TARGET_WHISPER_P95_MS}
+
+
+def whisper_markdown(result: dict[str, Any]) -> str:
+    lines = [f"One {result['seconds']:g} s utterance per call ({result['clip']}), {result['threads']} CPU threads, "
+             f"{result['repeats']} interleaved calls per model; host load average during timing "
+             f"{result['host_load_average_1min']:.1f}.", "",
+             "| model | ms p50 | ms p95 | ms max | how it runs |", "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['model']} | {row['ms_p50']:.0f} | {row['ms_p95']:.0f} | {row['ms_max']:.0f} | "
+                     f"{row['describe']} |")
     return "\n".join(lines) + "\n"
 
 
