@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -152,7 +151,7 @@ def run_vad_cost(ctx: BenchContext, module) -> BenchOutcome:
     total = next(r for r in result["rows"] if r["stage"] == "front end total")
     checks = [TargetCheck("VAD + resampling CPU per second of audio", total["ms_per_audio_s"], "report", 0,
                           "ms/s", f"{100 * total['realtime_factor']:.2f}% of one core in real time")]
-    return BenchOutcome("vad_cost", "ok", table=module.format_table(result), checks=checks, result=result)
+    return BenchOutcome("vad_cost", "ok", table=module.table(result), checks=checks, result=result)
 
 
 def run_model_speed(ctx: BenchContext, module) -> BenchOutcome:
@@ -164,7 +163,7 @@ def run_model_speed(ctx: BenchContext, module) -> BenchOutcome:
     baseline = rows.get("cnn", {}).get("predict_mean_ms")
     ratio_rows = [(name, r["predict_mean_ms"], r["predict_mean_ms"] / baseline if baseline else None)
                   for name, r in rows.items()]
-    table = (module.markdown(result) + "\n\nRatio to the CNN baseline measured in this run (predict mean):\n\n"
+    table = (module.table(result) + "\n\nRatio to the CNN baseline measured in this run (predict mean):\n\n"
              + markdown_table(("model", "predict mean ms", "x CNN"), ratio_rows))
     checks = [TargetCheck("conformer-v3.1 forward, 2.5 s utterance (mean)",
                           rows.get("conformer-v3.1", {}).get("forward_mean_ms"), "<=", 15, "ms",
@@ -194,7 +193,7 @@ def run_pipeline(ctx: BenchContext, module) -> BenchOutcome:
         TargetCheck("dropped utterances at real-time pace", result.get("dropped_utterances"), "==", 0, "",
                     f"{duration_s:.0f} s replay, {result.get('utterances')} utterances"),
     ]
-    table = f"Default model ({default}):\n\n" + module.markdown(result)
+    table = f"Default model ({default}):\n\n" + module.table(result)
     speed = ctx.measured.get("model_speed")
     if speed:
         model_p95 = {r["model"]: r["predict_p95_ms"] for r in speed["rows"]}.get(default)
@@ -205,7 +204,7 @@ def run_pipeline(ctx: BenchContext, module) -> BenchOutcome:
                                model_dir=untrained_bundle(ctx.scratch, "conformer-v3.1"), data_dir=ctx.data_dir,
                                threads=ctx.threads)
         checks = _pipeline_checks("conformer-v3.1 (untrained weights, same compute)", conformer) + checks
-        table += "\n\nconformer-v3.1 (untrained weights, same compute):\n\n" + module.markdown(conformer)
+        table += "\n\nconformer-v3.1 (untrained weights, same compute):\n\n" + module.table(conformer)
         result["conformer_v3_1"] = conformer
     return BenchOutcome("pipeline", "ok", table=table, checks=checks, result=result)
 
@@ -225,7 +224,7 @@ def run_ensemble(ctx: BenchContext, module) -> BenchOutcome:
         TargetCheck("shared ensemble / single model (worst clip length)", round(worst_ratio, 2), "<=", 1.3, "x",
                     "both measured in this run"),
     ]
-    return BenchOutcome("ensemble", "ok", table=module.markdown_table(result), checks=checks, result=result)
+    return BenchOutcome("ensemble", "ok", table=module.table(result), checks=checks, result=result)
 
 
 def run_whisper_ensemble(ctx: BenchContext, module) -> BenchOutcome:
@@ -235,7 +234,7 @@ def run_whisper_ensemble(ctx: BenchContext, module) -> BenchOutcome:
     checks = [TargetCheck(f"{r['model']}, 4 s utterance p95", round(r["ms_p95"], 1), "<=", result["target_p95_ms"],
                           "ms", f"fast model p95 {fast['ms_p95']:.0f} ms in the same run" if fast else "")
               for r in result["rows"] if r is not fast]
-    return BenchOutcome("whisper_ensemble", "ok", table=module.whisper_markdown(result), checks=checks, result=result)
+    return BenchOutcome("whisper_ensemble", "ok", table=module.whisper_table(result), checks=checks, result=result)
 
 
 def run_pipeline_ensemble(ctx: BenchContext, module) -> BenchOutcome:
@@ -250,7 +249,7 @@ def run_pipeline_ensemble(ctx: BenchContext, module) -> BenchOutcome:
     checks = [TargetCheck("dropped utterances at real-time pace, ensemble primary", result.get("dropped_utterances"),
                           "==", 0, "", f"{duration_s:.0f} s replay, {kind}; utterances per model "
                           f"{result.get('models')}, fallback share {result.get('fallback_share')}")]
-    return BenchOutcome("pipeline_ensemble", "ok", table=module.markdown(result), checks=checks, result=result)
+    return BenchOutcome("pipeline_ensemble", "ok", table=module.table(result), checks=checks, result=result)
 
 
 def run_speculation(ctx: BenchContext, module) -> BenchOutcome:
@@ -284,7 +283,7 @@ def run_speculation(ctx: BenchContext, module) -> BenchOutcome:
         TargetCheck("dropped utterances, 4 real-time replays", sum(r["dropped_utterances"] for r in rows.values()),
                     "==", 0, "", f"{sum(r['utterances'] for r in rows.values())} utterances"),
     ]
-    return BenchOutcome("speculation", "ok", table=module.speculation_markdown(result), checks=checks, result=result)
+    return BenchOutcome("speculation", "ok", table=module.speculation_table(result), checks=checks, result=result)
 
 
 def run_soak(ctx: BenchContext, module) -> BenchOutcome:
@@ -304,7 +303,7 @@ def run_soak(ctx: BenchContext, module) -> BenchOutcome:
                     f"{reload.get('utterances')} utterances + {reload.get('partials')} partials, "
                     f"{reload.get('file_mb')} MB"),
     ]
-    return BenchOutcome("soak", "ok", table=module.format_table(result), checks=checks, result=result)
+    return BenchOutcome("soak", "ok", table=module.table(result), checks=checks, result=result)
 
 
 def run_train_cv(ctx: BenchContext, module) -> BenchOutcome:
@@ -316,7 +315,7 @@ def run_train_cv(ctx: BenchContext, module) -> BenchOutcome:
     checks = [TargetCheck("full speaker-independent CV of the default recipe", result["wall_minutes"], "<=", 15, "min",
                           f"{result['folds']} folds, {scope}; macro-F1 {result['macro_f1_mean']:.3f} ± "
                           f"{result['macro_f1_std']:.3f}")]
-    return BenchOutcome("train_cv", "ok", table=module.markdown(result), checks=checks, result=result)
+    return BenchOutcome("train_cv", "ok", table=module.table(result), checks=checks, result=result)
 
 
 RUNNERS: dict[str, Callable[[BenchContext, Any], BenchOutcome]] = {
@@ -326,13 +325,10 @@ RUNNERS: dict[str, Callable[[BenchContext, Any], BenchOutcome]] = {
 
 
 def run_one(name: str, ctx: BenchContext) -> BenchOutcome:
-    """Import bench.<name> and run it; a missing module is "not available", any failure one line."""
+    """Import bench.<name> and run it; any failure is one line in the report."""
     started = time.monotonic()
-    module_name = MODULE_OF.get(name, name)
-    if importlib.util.find_spec(f"bench.{module_name}") is None:
-        return BenchOutcome(name, "not available", error=f"bench/{module_name}.py does not exist in this checkout")
     try:
-        module = importlib.import_module(f"bench.{module_name}")
+        module = importlib.import_module(f"bench.{MODULE_OF.get(name, name)}")
         outcome = RUNNERS[name](ctx, module)
     except Exception as exc:  # one benchmark's failure must not cost the others
         where = traceback.extract_tb(exc.__traceback__)[-1]

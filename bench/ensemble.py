@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import finish_cli, markdown_table
+
 CONFIGS = ("single", "shared", "separate")
 THREADS = 2
 TARGET_SHARED_OVER_SINGLE = 1.3
@@ -170,26 +172,23 @@ def run(heads: int = 5, repeats: int = 3, seconds: tuple[float, ...] = (1.0, 2.5
     return results
 
 
-def markdown_table(results: dict[str, Any]) -> str:
+def table(results: dict[str, Any]) -> str:
     """One row per configuration and clip length, then the ratio rows."""
-    lines = [f"Backbone: {results['backbone']}, {results['heads']} heads, {results['threads']} CPU threads, "
-             f"{results['repeats']} interleaved calls per cell, batch of one utterance; host load average "
-             f"during timing {results['host_load_average_1min']:.1f} (other processes included).", "",
-             "| config | clip (s) | ms / utterance (min) | ms (median) | RTF (min) | peak RSS (MB) | load (s) |",
-             "|---|---|---|---|---|---|---|"]
-    for config in CONFIGS:
-        entry = results["configs"][config]
-        for duration in results["seconds"]:
-            row = entry["by_seconds"][str(duration)]
-            lines.append(f"| {config} | {duration:g} | {row['ms_min']:.0f} | {row['ms_median']:.0f} | "
-                         f"{row['rtf_min']:.3f} | {entry['peak_rss_mb']:.0f} | {entry['load_s']:.1f} |")
-    lines += ["", "| clip (s) | shared / single | separate / shared |", "|---|---|---|"]
-    for duration in results["seconds"]:
-        r = results["ratios"][str(duration)]
-        lines.append(f"| {duration:g} | {r['shared_over_single']:.2f} | {r['separate_over_shared']:.2f} |")
+    rows = [(config, f"{duration:g}", f"{row['ms_min']:.0f}", f"{row['ms_median']:.0f}", f"{row['rtf_min']:.3f}",
+             f"{entry['peak_rss_mb']:.0f}", f"{entry['load_s']:.1f}")
+            for config in CONFIGS for entry in [results["configs"][config]]
+            for duration in results["seconds"] for row in [entry["by_seconds"][str(duration)]]]
+    ratios = [(f"{duration:g}", f"{r['shared_over_single']:.2f}", f"{r['separate_over_shared']:.2f}")
+              for duration in results["seconds"] for r in [results["ratios"][str(duration)]]]
     verdict = "meets" if results["meets_target"] else "MISSES"
-    lines.append(f"\nshared/single target <= {results['target_shared_over_single']} (fastest calls): {verdict}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([
+        f"Backbone: {results['backbone']}, {results['heads']} heads, {results['threads']} CPU threads, "
+        f"{results['repeats']} interleaved calls per cell, batch of one utterance; host load average "
+        f"during timing {results['host_load_average_1min']:.1f} (other processes included).", "",
+        markdown_table(("config", "clip (s)", "ms / utterance (min)", "ms (median)", "RTF (min)", "peak RSS (MB)",
+                        "load (s)"), rows), "",
+        markdown_table(("clip (s)", "shared / single", "separate / shared"), ratios),
+        f"\nshared/single target <= {results['target_shared_over_single']} (fastest calls): {verdict}"]) + "\n"
 
 
 # ---------------------------------------------------------------- Whisper-encoder ensembles
@@ -261,15 +260,14 @@ def run_whisper(fast_dir: str | None, seconds: float = 4.0, repeats: int = 40, h
             "host_load_average_1min": timing["host_load_average_1min"], "target_p95_ms": TARGET_WHISPER_P95_MS}
 
 
-def whisper_markdown(result: dict[str, Any]) -> str:
-    lines = [f"One {result['seconds']:g} s utterance per call ({result['clip']}), {result['threads']} CPU threads, "
-             f"{result['repeats']} interleaved calls per model; host load average during timing "
-             f"{result['host_load_average_1min']:.1f}.", "",
-             "| model | ms p50 | ms p95 | ms max | how it runs |", "|---|---|---|---|---|"]
-    for row in result["rows"]:
-        lines.append(f"| {row['model']} | {row['ms_p50']:.0f} | {row['ms_p95']:.0f} | {row['ms_max']:.0f} | "
-                     f"{row['describe']} |")
-    return "\n".join(lines) + "\n"
+def whisper_table(result: dict[str, Any]) -> str:
+    rows = [(row["model"], f"{row['ms_p50']:.0f}", f"{row['ms_p95']:.0f}", f"{row['ms_max']:.0f}", row["describe"])
+            for row in result["rows"]]
+    return "\n".join([
+        f"One {result['seconds']:g} s utterance per call ({result['clip']}), {result['threads']} CPU threads, "
+        f"{result['repeats']} interleaved calls per model; host load average during timing "
+        f"{result['host_load_average_1min']:.1f}.", "",
+        markdown_table(("model", "ms p50", "ms p95", "ms max", "how it runs"), rows)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,11 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.heads < 1 or ns.repeats < 1 or any(s <= 0 for s in ns.seconds):
         print("error: --heads and --repeats must be >= 1 and --seconds > 0", file=sys.stderr)
         return 2
-    results = run(ns.heads, ns.repeats, tuple(ns.seconds), ns.tiny)
-    print(markdown_table(results))
-    if ns.json:
-        ns.json.write_text(json.dumps(results, indent=1))
-    return 0
+    return finish_cli(lambda: run(ns.heads, ns.repeats, tuple(ns.seconds), ns.tiny), table, ns.json, indent=1)
 
 
 if __name__ == "__main__":

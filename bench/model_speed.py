@@ -15,12 +15,13 @@ the machine inflate them, so read p95 with care on a shared box.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Callable
 
 import numpy as np
+
+from bench.report import finish_cli, markdown_table
 
 SAMPLE_RATE_HZ = 16_000
 
@@ -93,21 +94,19 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
     return {"clip_s": clip_s, "threads": threads, "runs": runs, "rows": rows}
 
 
-def markdown(result: dict) -> str:
-    def fmt(value: float | None) -> str:
+def table(result: dict) -> str:
+    def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    lines = [f"Per-utterance latency, {result['clip_s']} s clip, {result['threads']} torch threads, "
-             f"{result['runs']} runs (ms)", "",
-             "| model | params | weights MB | forward mean | forward p95 | forward CPU | predict mean | predict p95 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in result["rows"]:
-        params = "-" if row["params"] is None else f"{row['params']:,}"
-        weights = "-" if row["weights_mb"] is None else f"{row['weights_mb']:.1f}"
-        timings = " | ".join(fmt(row[key]) for key in ("forward_mean_ms", "forward_p95_ms", "forward_cpu_ms",
-                                                         "predict_mean_ms", "predict_p95_ms"))
-        lines.append(f"| {row['model']} | {params} | {weights} | {timings} |")
-    return "\n".join(lines)
+    rows = [(row["model"], "-" if row["params"] is None else f"{row['params']:,}",
+             "-" if row["weights_mb"] is None else f"{row['weights_mb']:.1f}",
+             *(ms(row[key]) for key in ("forward_mean_ms", "forward_p95_ms", "forward_cpu_ms", "predict_mean_ms",
+                                        "predict_p95_ms")))
+            for row in result["rows"]]
+    return (f"Per-utterance latency, {result['clip_s']} s clip, {result['threads']} torch threads, "
+            f"{result['runs']} runs (ms)\n\n"
+            + markdown_table(("model", "params", "weights MB", "forward mean", "forward p95", "forward CPU",
+                              "predict mean", "predict p95"), rows, align="lrrrrrrr"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,16 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in ns.names or [] if n not in available("logmel")]
     if unknown:
         parser.error(f"not log-mel models: {', '.join(unknown)}; choose from {', '.join(available('logmel'))}")
-    try:
-        result = run(ns.clip_s, ns.runs, ns.warmup, ns.threads, ns.names)
-    except UnknownModelError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(markdown(result))
-    if ns.json:
-        with open(ns.json, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
-    return 0
+    return finish_cli(lambda: run(ns.clip_s, ns.runs, ns.warmup, ns.threads, ns.names), table, ns.json,
+                      errors=(UnknownModelError,))
 
 
 if __name__ == "__main__":

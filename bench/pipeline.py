@@ -25,7 +25,6 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import psutil
 import soundfile as sf
 from tqdm import tqdm
 
+from bench.report import finish_cli, markdown_table, measure_table
 from models.classifier import Classifier
 from realtime.engine import Engine, EngineConfig
 from realtime.source import AudioSource
@@ -280,18 +280,13 @@ SPECULATION_COLUMNS = (
     ("fallback share", "fallback_share"))
 
 
-def speculation_markdown(result: dict) -> str:
-    lines = ["| " + " | ".join(title for title, _ in SPECULATION_COLUMNS) + " |",
-             "|" + "---|" * len(SPECULATION_COLUMNS)]
-    lines += ["| " + " | ".join(str(row.get(key)) for _, key in SPECULATION_COLUMNS) + " |" for row in result["rows"]]
-    return "\n".join(lines)
+def speculation_table(result: dict) -> str:
+    return markdown_table([title for title, _ in SPECULATION_COLUMNS],
+                          [[str(row.get(key)) for _, key in SPECULATION_COLUMNS] for row in result["rows"]])
 
 
-def markdown(result: dict) -> str:
-    rows = [(key, result[key]) for key in result]
-    lines = ["| measure | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in rows]
-    return "\n".join(lines)
+def table(result: dict) -> str:
+    return measure_table(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,21 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-speculation", action="store_true", help="do not classify during the VAD hangover")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    try:
-        result = run(args.duration_s, args.classifiers, args.model, args.primary, threads=args.threads,
-                     speculate=not args.no_speculation)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if type(exc).__name__ != "BundleError":
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return finish_cli(lambda: run(args.duration_s, args.classifiers, args.model, args.primary, threads=args.threads,
+                                  speculate=not args.no_speculation), table, args.json)
 
 
 if __name__ == "__main__":

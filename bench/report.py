@@ -1,11 +1,15 @@
-"""Helpers shared by the benchmark front door (`python -m bench`): markdown tables, target verdicts,
-and a description of the machine the figures were measured on. No I/O except reading /proc/cpuinfo."""
+"""Helpers shared by every benchmark: the one markdown table printer, target verdicts, the
+command-line ending (run, print the table, write JSON, one-line errors) and a description of
+the machine the figures were measured on. No I/O except /proc/cpuinfo and the --json file."""
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 PASS, MISS, NOT_MEASURED, REPORTED = "PASS", "MISS", "n/a", "reported"
 
@@ -63,11 +67,35 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table; cells go through fmt()."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    """A GitHub markdown table; cells go through fmt() (strings stay as they are).
+
+    align: one letter per column, "l" or "r" (right-aligned "---:"); default all plain "---"."""
+    rules = ["---:" if align[i:i + 1] == "r" else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(rules) + "|"]
     lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def measure_table(result: dict[str, Any], skip: Sequence[str] = ()) -> str:
+    """measure | value, one row per key of `result` (values printed as they are)."""
+    return markdown_table(("measure", "value"), [(key, str(value)) for key, value in result.items() if key not in skip])
+
+
+def finish_cli(compute: Callable[[], Any], table: Callable[[Any], str], json_path: str | Path | None,
+               errors: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError), indent: int = 2) -> int:
+    """The end of every bench main(): compute, print the table, write --json; a user error -> one line, 2."""
+    from models.bundle import BundleError
+
+    try:
+        result = compute()
+    except (*errors, BundleError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(table(result))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=indent) + "\n", encoding="utf-8")
+    return 0
 
 
 def targets_table(checks: Sequence[TargetCheck]) -> str:

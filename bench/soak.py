@@ -14,7 +14,6 @@ last 5 minutes of audio minus the median over the first 5 minutes after a warm-u
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import shutil
@@ -31,6 +30,7 @@ import psutil
 import soundfile as sf
 from tqdm import tqdm
 
+from bench.report import finish_cli, measure_table
 from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, AudioSource, put_dropping_oldest
 
 DEFAULT_DATA = Path(os.environ.get("VED_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -338,15 +338,11 @@ def run(minutes: float = 30.0, pace: str = "fast", model_dir: str | None = None,
     return result
 
 
-def format_table(result: dict) -> str:
+def table(result: dict) -> str:
     """Markdown table of run()'s figures (the RSS samples are left to the JSON)."""
     lines = [f"Soak: {result['minutes_audio']} min of audio at pace {result['pace']} in {result['wall_s']} s wall "
              f"({result['speed_x_realtime']}x real time); audio: {result['audio']}; model: {result['model']}", "",
-             "| measure | value |", "|---|---|"]
-    for key, value in result.items():
-        if key in ("samples", "timeline_reload", "audio", "model"):
-            continue
-        lines.append(f"| {key} | {value} |")
+             measure_table(result, skip=("samples", "timeline_reload", "audio", "model"))]
     reload = result.get("timeline_reload")
     if reload:
         lines += ["", f"Timeline reload: {reload['hours']} h session, {reload['utterances']} utterances + "
@@ -367,17 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="hours of session in the timeline reload check (0 skips it; default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures (with every RSS sample) to this file")
     args = parser.parse_args(argv)
-    from models.bundle import BundleError
-
-    try:
-        result = run(args.minutes, args.pace, args.model, threads=args.threads, reload_hours=args.reload_hours)
-    except (FileNotFoundError, ValueError, BundleError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(format_table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return finish_cli(lambda: run(args.minutes, args.pace, args.model, threads=args.threads,
+                                  reload_hours=args.reload_hours), table, args.json)
 
 
 if __name__ == "__main__":

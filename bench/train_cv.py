@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import markdown_table
+from bench.report import finish_cli, markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default" / "bundle.json"
@@ -78,7 +78,7 @@ def run(data_dir: Path, threads: int = 2, epochs: int | None = None, timeout_s: 
             "oof_macro_f1": round(metrics["oof"]["macro_f1"], 4)}
 
 
-def markdown(result: dict) -> str:
+def table(result: dict) -> str:
     return markdown_table(("measure", "value"), list(result.items()))
 
 
@@ -90,15 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    try:
-        result = run(args.data, args.threads, args.epochs)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return finish_cli(lambda: run(args.data, args.threads, args.epochs), table, args.json,
+                      errors=(FileNotFoundError, ValueError, RuntimeError), indent=1)
 
 
 if __name__ == "__main__":

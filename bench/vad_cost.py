@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bench.report import finish_cli, markdown_table
 from realtime.resample import StreamResampler, float_to_int16
 from realtime.vad import Segmenter
 from realtime.windows import StreamSegmenter
@@ -88,14 +89,13 @@ def run(seconds: float = 60.0, block_ms: int = 30, data_dir: Path = DEFAULT_DATA
     return {"audio_s": round(audio_s, 2), "block_ms": block_ms, "rows": rows, "utterances": utterances[0]}
 
 
-def format_table(result: dict) -> str:
+def table(result: dict) -> str:
     """Markdown table of run()'s result."""
-    lines = [f"VAD/resampling cost on {result['audio_s']} s of EmoDB audio in {result['block_ms']} ms blocks "
-             f"({result['utterances']} utterances found)", "",
-             "| stage | CPU ms | CPU ms per s of audio | real-time factor |", "|---|---:|---:|---:|"]
-    for row in result["rows"]:
-        lines.append(f"| {row['stage']} | {row['cpu_ms']} | {row['ms_per_audio_s']} | {row['realtime_factor']} |")
-    return "\n".join(lines)
+    rows = [(row["stage"], str(row["cpu_ms"]), str(row["ms_per_audio_s"]), str(row["realtime_factor"]))
+            for row in result["rows"]]
+    return (f"VAD/resampling cost on {result['audio_s']} s of EmoDB audio in {result['block_ms']} ms blocks "
+            f"({result['utterances']} utterances found)\n\n"
+            + markdown_table(("stage", "CPU ms", "CPU ms per s of audio", "real-time factor"), rows, align="lrrr"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.block_ms <= 0:
         print("error: --seconds and --block-ms must be positive", file=sys.stderr)
         return 2
-    try:
-        print(format_table(run(args.seconds, args.block_ms)))
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return finish_cli(lambda: run(args.seconds, args.block_ms), table, None, errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -64,14 +64,11 @@ def test_target_verdicts():
         TargetCheck("x", 1.0, "~", 1)
 
 
-def test_missing_and_failing_benchmarks_do_not_abort(monkeypatch, tmp_path):
+def test_unavailable_and_failing_benchmarks_do_not_abort(monkeypatch, tmp_path):
     ctx = front_door.BenchContext(quick=True, threads=1, data_dir=tmp_path, data_note="", scratch=tmp_path,
                                   soak_minutes=1, soak_pace="fast")
-    real_find_spec = front_door.importlib.util.find_spec
-    monkeypatch.setattr(front_door.importlib.util, "find_spec",
-                        lambda name: None if name == "bench.ensemble" else real_find_spec(name))
-    missing = front_door.run_one("ensemble", ctx)
-    assert missing.status == "not available" and "bench/ensemble.py" in missing.error
+    missing = front_door.run_one("train_cv", ctx)  # tmp_path holds no EmoDB clips
+    assert missing.status == "not available" and "emodb" in missing.error
 
     def broken(ctx, module):
         raise RuntimeError("model exploded\nsecond line")
@@ -81,7 +78,7 @@ def test_missing_and_failing_benchmarks_do_not_abort(monkeypatch, tmp_path):
     assert failed.status == "error" and failed.error.startswith("RuntimeError: model exploded second line")
     assert "\n" not in failed.error
     report = front_door.render([missing, failed], front_door.machine_info(1), ctx, "none")
-    assert "not available: bench/ensemble.py" in report and "error: RuntimeError" in report
+    assert "not available: needs the shared EmoDB clips" in report and "error: RuntimeError" in report
 
 
 def test_front_door_runs_one_benchmark_and_writes_json(tmp_path):
