@@ -53,7 +53,7 @@ def _train_cv(data: Path, backbone: Path, out: Path, *extra: str) -> None:
 
     code = main(["cv", "--model", "wavlm-ultimate", "--backbone-dir", str(backbone), "--dataset", "emodb",
                  "--data", str(data), "--folds", "2", "--epochs", "1", "--batch-size", "8",
-                 "--threads", "2", "--device", "cpu", "--out", str(out), *extra])
+                 "--threads", "2", "--torch-device", "cpu", "--out", str(out), *extra])
     assert code == 0
 
 
@@ -129,3 +129,23 @@ def _run_engine(classifier, path: Path) -> list:
     with Engine(FileSource(path, pace="fast"), fallback=classifier, cfg=cfg, listener=events.append) as engine:
         assert engine.wait(120.0), "the engine did not finish the file in time"
     return [e for e in events if isinstance(e, EmotionPrediction) and e.kind == "utterance"]
+
+
+def test_frozen_cv_trains_on_cached_augmented_copies(emodb_subset, tiny_wavlm, tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    _train_cv(emodb_subset, tiny_wavlm, run, "--cache-dir", str(cache), "--augment", "microphone",
+              "--cached-augment-copies", "1")
+    files = sorted(p.name for p in cache.rglob("*.npy"))
+    clean = [f for f in files if "-aug" not in f]
+    copies = [f for f in files if "-aug" in f]
+    assert len(clean) == 48  # every clip is a training, validation or test clip of some fold
+    # one copy per clip that a fold fits on; validation and test clips are never augmented
+    fit_speakers = set()
+    for k in (0, 1):
+        fold = json.loads((run / f"fold{k}" / "metrics.json").read_text())
+        fit_speakers |= set(SPEAKERS) - set(fold["test_speakers"]) - set(fold["validation"]["val_speakers"])
+    assert len(copies) == len(fit_speakers) * len(EMOTION_LETTERS) * CLIPS_PER_CELL > 0
+    assert {f.split("-aug")[0] + ".npy" for f in copies} < set(clean)
+    meta = json.loads((run / "fold0" / "bundle.json").read_text())
+    assert meta["training"]["cached_augment_copies"] == 1
+    assert meta["training"]["augment"]["reverb_prob"] > 0

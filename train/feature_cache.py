@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,6 +23,7 @@ from tqdm import tqdm
 
 from models.contract import CacheableFrontEnd
 from models.labels import NUM_CLASSES
+from train.augment import AugmentConfig, WaveAugmenter
 from train.distributed import DistInfo, barrier
 
 
@@ -88,25 +92,67 @@ def cached_feature_data(model: nn.Module, waves: list[np.ndarray], cache_dir: Pa
 
     Returns (cache file per clip, frames per clip, frame axis of the model's batched features).
     """
+    keys = [_wave_key(w) for w in waves]
+    return _fill_cache(model, keys, lambda i: waves[i], Path(cache_dir) / _model_key(model), device, dist)
+
+
+def cached_augmented_copies(model: nn.Module, waves: list[np.ndarray], augment: AugmentConfig, copies: int,
+                            seed: int, cache_dir: Path, device: torch.device, dist: DistInfo
+                            ) -> list[tuple[list[Path], list[int]]]:
+    """Features of `copies` augmented versions of every clip, cached beside the clean ones.
+
+    Copy k of a clip is a pure function of the clip's samples, the augmentation settings, the seed
+    and k (not of its index in a fold), so every fold and every later run reuses the same files.
+    Returns, per copy, (cache file per clip, frames per clip)."""
+    tag = hashlib.sha256(json.dumps([asdict(augment), seed], sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache_dir) / _model_key(model)
-    paths = [folder / (hashlib.sha256(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest()[:32] + ".npy")
-             for w in waves]
+    clean_keys = [_wave_key(w) for w in waves]
+    out = []
+    for k in range(1, copies + 1):
+        keys = [f"{key}-aug{tag}-{k}" for key in clean_keys]
+
+        def make_wave(i: int, k: int = k) -> np.ndarray:
+            clip_seed = int(clean_keys[i][:12], 16) ^ (seed * 1_000_003 + k)
+            return WaveAugmenter(augment, seed=clip_seed)(waves[i])
+
+        paths, lengths, _ = _fill_cache(model, keys, make_wave, folder, device, dist, f"caching copy {k}/{copies}")
+        out.append((paths, lengths))
+    return out
+
+
+def _wave_key(wave: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(wave, np.float32).tobytes()).hexdigest()[:32]
+
+
+def _fill_cache(model: nn.Module, keys: list[str], make_wave: Callable[[int], np.ndarray], folder: Path,
+                device: torch.device, dist: DistInfo, desc: str = "caching features"
+                ) -> tuple[list[Path], list[int], int]:
+    """Compute and store (rank 0) the features of every key not cached yet; make_wave(i) gives clip i."""
+    paths = [folder / f"{key}.npy" for key in keys]
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
     if todo and dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         model.eval()
-        first, time_axis = _features(model, waves[todo[0]], device)
+        first_wave = make_wave(todo[0])
+        first, time_axis = _features(model, first_wave, device)
         (folder / "meta.json").write_text(json.dumps({"time_axis": time_axis}))
-        bytes_per_sample = first.nbytes / max(1, len(waves[todo[0]]))
-        estimate = bytes_per_sample * sum(len(waves[i]) for i in todo)
+        estimate = first.nbytes * len(todo)
         print(f"feature cache: {len(todo)} clip(s) to compute, about {estimate / 2**20:.1f} MiB "
               f"(fp16) will be written to {folder}")
-        np.save(paths[todo[0]], first)
-        for i in tqdm(todo[1:], desc="caching features", unit="clip"):
-            np.save(paths[i], _features(model, waves[i], device)[0])
+        _save_atomic(paths[todo[0]], first)
+        for i in tqdm(todo[1:], desc=desc, unit="clip"):
+            _save_atomic(paths[i], _features(model, make_wave(i), device)[0])
     barrier()
     lengths = [int(np.load(p, mmap_mode="r").shape[0]) for p in paths]
     return paths, lengths, int(json.loads((folder / "meta.json").read_text())["time_axis"])
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    """A job killed mid-write must not leave a truncated file that later runs take as cached."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
 
 
 def _time_axis(model: nn.Module, shape: tuple[int, ...], frames: int) -> int:

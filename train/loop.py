@@ -56,6 +56,10 @@ class TrainConfig:
     eval_batch_size: int = 32
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Frozen-front-end models trained from the feature cache see no on-the-fly waveform augmentation;
+    # instead this many augmented copies of each training clip are cached, and every epoch draws one
+    # of (clean, copy 1, ..., copy N) per clip. 0 = clean features only.
+    cached_augment_copies: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "patience_epochs", "eval_batch_size"):
@@ -65,8 +69,8 @@ class TrainConfig:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.mixup_alpha < 0 or self.workers < 0:
-            raise ValueError("mixup_alpha and workers must be >= 0")
+        if self.mixup_alpha < 0 or self.workers < 0 or self.cached_augment_copies < 0:
+            raise ValueError("mixup_alpha, workers and cached_augment_copies must be >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -226,7 +230,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     from it. Raises TrainingInterrupted on Ctrl-C. epoch_callback(epoch, history_row) runs after
     each epoch's state is saved.
     """
-    from train.feature_cache import CachedHead, cached_feature_data
+    from train.feature_cache import CachedHead, cached_augmented_copies, cached_feature_data
 
     dist = dist_info()
     has_val = len(val.waves) > 0
@@ -242,7 +246,9 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
         train_items, train_lengths, time_axis = cached_feature_data(model, train.waves, Path(cache_dir), device, dist)
         val_items = cached_feature_data(model, val.waves, Path(cache_dir), device, dist)[0] if has_val else []
         trainable: nn.Module = CachedHead(model, time_axis)
-        dataset: Dataset = _CachedItems(train_items)
+        copies = cached_augmented_copies(model, train.waves, cfg.augment, cfg.cached_augment_copies, cfg.seed,
+                                          Path(cache_dir), device, dist) if cfg.cached_augment_copies else []
+        dataset: Dataset = _CachedItems([train_items] + [paths for paths, _ in copies], cfg.seed)
         collate = CachedHead.collate
     else:
         trainable = model
@@ -290,7 +296,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
             if bad_epochs >= cfg.patience_epochs:
                 break
             sampler.set_epoch(epoch)
-            if isinstance(dataset, _AugmentedWaves):
+            if isinstance(dataset, (_AugmentedWaves, _CachedItems)):
                 dataset.epoch = epoch
             ddp_model.train()
             total, n_batches = 0.0, 0
@@ -362,14 +368,20 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
 
 
 class _CachedItems(Dataset):
-    def __init__(self, items: list[torch.Tensor]) -> None:
-        self.items = items
+    """Item i -> (i, cache file of clip i). With augmented copies (variants[1:]), the variant of
+    clip i in an epoch is a pure function of (seed, epoch, i), like _AugmentedWaves."""
+
+    def __init__(self, variants: list[list[Path]], seed: int) -> None:
+        self.variants, self.seed, self.epoch = variants, seed, 0
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.variants[0])
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        return i, self.items[i]
+    def __getitem__(self, i: int) -> tuple[int, Path]:
+        if len(self.variants) == 1:
+            return i, self.variants[0][i]
+        pick = np.random.default_rng([self.seed, self.epoch, i]).integers(len(self.variants))
+        return i, self.variants[int(pick)][i]
 
 
 __all__ = ["TrainConfig", "ClipData", "TrainResult", "TrainingInterrupted", "train_model", "predict_proba",
