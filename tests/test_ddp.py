@@ -40,7 +40,7 @@ def test_torchrun_two_processes_writes_one_bundle(emodb_dir, tmp_path):
            "--dataset", "csv", "--data", str(csv_path), "--model", "conformer-v1",
            "--model-arg", "d_model=32", "--model-arg", "n_blocks=1", "--model-arg", "n_heads=2",
            "--model-arg", "subsampling_channels=8", "--epochs", "2", "--batch-size", "4",
-           "--threads", "1", "--device", "cpu", "--out", str(out)]
+           "--threads", "1", "--torch-device", "cpu", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((out / "bundle.json").read_text())

@@ -15,6 +15,16 @@ from typing import Any
 
 from train.datasets import DATASET_NAMES, DataError, parse_dataset_names
 
+
+class _DeprecatedAlias(argparse.Action):
+    """An old option spelling: works as before, with a warning naming the new one."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"warning: {option_string} is deprecated in python -m train; use --torch-device "
+              "(in main.py, --device picks the microphone)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
 EPILOG = """examples:
   python -m train cv  --dataset emodb --data ../shared/data/emodb --model conformer-v3.1 --folds 4 --out runs/conf
   python -m train fit --dataset crema-d --data CREMA-D/AudioWAV --manifest audio_manifest.csv \\
@@ -38,8 +48,10 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calm-as-neutral", action="store_true",
                    help="count calm as neutral (RAVDESS calm, csv label 'calm'); otherwise RAVDESS calm is dropped "
                         "and a csv 'calm' label has no class (skipped; an error for evaluate)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where to compute; auto = cuda when available (default auto)")
+    g.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="torch device to compute on; auto = cuda when available (default auto)")
+    g.add_argument("--device", dest="torch_device", choices=("auto", "cpu", "cuda"), action=_DeprecatedAlias,
+                   help=argparse.SUPPRESS)  # the old spelling; main.py --device picks a microphone
     g.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch per process (default: CPU cores / processes)")
 
@@ -156,7 +168,7 @@ def spec_from_args(ns: argparse.Namespace):
     overrides = {
         "epochs": ns.epochs, "batch_size": ns.batch_size, "lr": ns.lr, "weight_decay": ns.weight_decay,
         "grad_accum_steps": ns.grad_accum_steps, "patience_epochs": ns.patience, "seed": ns.seed,
-        "mixup_alpha": ns.mixup_alpha, "device": ns.device, "workers": ns.workers, "loss": ns.loss,
+        "mixup_alpha": ns.mixup_alpha, "device": ns.torch_device, "workers": ns.workers, "loss": ns.loss,
         "focal_gamma": ns.focal_gamma, "label_smoothing": ns.label_smoothing,
         "spec_augment": False if ns.no_spec_augment else None,
     }
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             from train.runs import RunSpec, run_evaluate
 
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.out,
-                           TrainConfig(device=ns.device), manifest=ns.manifest, calm_as_neutral=ns.calm_as_neutral)
+                           TrainConfig(device=ns.torch_device), manifest=ns.manifest, calm_as_neutral=ns.calm_as_neutral)
             run_evaluate(ns.bundle, spec, ns.batch_size)
             return 0
         if ns.command == "robustness":
@@ -216,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
             corruption = CorruptionConfig(snr_db=ns.snr_db, rt60_s=ns.rt60_s, noise_colour=ns.noise)
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.run,
-                           TrainConfig(device=ns.device), manifest=ns.manifest)
+                           TrainConfig(device=ns.torch_device), manifest=ns.manifest)
             run_robustness(ns.run, spec, corruption, ns.batch_size)
             return 0
         from train.runs import run_cv, run_fit
