@@ -34,7 +34,6 @@ class EngineConfig:
     partials_enabled: bool = True
     latency_budget_ms: float = 300.0
     compute_device: str = "auto"
-    smoothing_alpha: float = 0.4
     audio_queue_blocks: int = 256
     partial_queue_items: int = 2
     utterance_queue_items: int = 32
@@ -58,8 +57,6 @@ class EngineConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.compute_device not in ("auto", "cpu", "cuda") and not self.compute_device.startswith("cuda:"):
             raise ValueError(f"compute_device must be auto, cpu, cuda or cuda:N, got {self.compute_device!r}")
-        if not 0.0 < self.smoothing_alpha <= 1.0:
-            raise ValueError(f"smoothing_alpha must be in (0, 1], got {self.smoothing_alpha}")
         for name in ("utterance_put_timeout_s", "level_updates_per_s", "drop_report_interval_s"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")

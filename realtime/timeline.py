@@ -332,12 +332,6 @@ def _parse_timeline(path: Path, lines: list[str]) -> Session:
     return session
 
 
-class TimelineReader:
-    """Namespace kept for the documented contract: `TimelineReader.load(path) -> Session`."""
-
-    load = staticmethod(load_timeline)
-
-
 def check_export_target(session: Session, path: Path) -> None:
     """The CSV may replace an earlier export, never the timeline itself or any other file."""
     try:

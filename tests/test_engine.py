@@ -251,7 +251,7 @@ def test_engine_module_does_not_import_torch():
 
 
 @pytest.mark.parametrize("kwargs", [{"partial_queue_items": 0}, {"compute_device": "tpu"}, {"hop_ms": 0},
-                                    {"latency_budget_ms": -1}, {"smoothing_alpha": 0}])
+                                    {"latency_budget_ms": -1}])
 def test_engine_config_validation(kwargs):
     with pytest.raises(ValueError):
         EngineConfig(**kwargs)
