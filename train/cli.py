@@ -78,6 +78,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                         "5-30 dB SNR, room reverb RT60 0.2-0.8 s, band limiting); off (default seed)")
     t.add_argument("--no-augment", dest="augment", action="store_const", const="off",
                    help="same as --augment off")
+    t.add_argument("--cached-augment-copies", type=int, metavar="N",
+                   help="frozen-encoder models with --cache-dir: also cache N augmented copies (--augment) of each "
+                        "training clip's encoder states; each epoch draws the clean clip or one copy (default 0)")
     t.add_argument("--no-spec-augment", action="store_true", help="switch SpecAugment off (log-mel models)")
     t.add_argument("--epochs", type=int, metavar="N", help="maximum training epochs")
     t.add_argument("--batch-size", type=int, metavar="N", help="clips per batch (per process)")
@@ -171,6 +174,7 @@ def spec_from_args(ns: argparse.Namespace):
         "mixup_alpha": ns.mixup_alpha, "device": ns.torch_device, "workers": ns.workers, "loss": ns.loss,
         "focal_gamma": ns.focal_gamma, "label_smoothing": ns.label_smoothing,
         "spec_augment": False if ns.no_spec_augment else None,
+        "cached_augment_copies": ns.cached_augment_copies,
     }
     cfg = build_train_config(ns.model, overrides, augment=ns.augment)
     if not 0 <= ns.val_fraction < 1:
