@@ -190,7 +190,9 @@ def test_primary_out_of_memory_at_run_time(classifier, speech, tmp_path):
     primary = SlowClassifier(classifier, "gpu-primary", fail_at=[1],
                              message="CUDA out of memory. Tried to allocate 2.00 GiB")
     fallback = SlowClassifier(classifier, "cpu-fallback")
-    cfg = EngineConfig(partials_enabled=False)
+    # Without speculation: a speculative call would take call index 1 (its failure is silent
+    # by design, the worker then re-runs the span itself).
+    cfg = EngineConfig(partials_enabled=False, speculate=False)
     _, session, _ = run_engine(FileSource(speech["gapped"], pace="fast"), fallback, tmp_path, cfg=cfg,
                                primary=primary)
     models = [p.model for p in session.utterances()]
