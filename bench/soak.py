@@ -31,7 +31,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from bench.report import finish_cli, measure_table
-from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, AudioSource, put_dropping_oldest
+from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, ThreadedSource, put_dropping_oldest
 
 DEFAULT_DATA = Path(os.environ.get("VED_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ESPEAK_SENTENCES = ("I can't believe you did that again.", "Please put the book back on the shelf.",
@@ -92,7 +92,7 @@ def load_speech_clips(data_dir: Path = DEFAULT_DATA, max_emodb: int = 120) -> tu
     return clips, " + ".join(origin)
 
 
-class LoopingSpeechSource(AudioSource):
+class LoopingSpeechSource(ThreadedSource):
     """Loops `clips` (float32 [samples] at 16 kHz) joined with 0.6-2.0 s of silence until `total_s`
     seconds of audio are produced, as int16 AudioBlocks from its own thread.
 
@@ -100,6 +100,8 @@ class LoopingSpeechSource(AudioSource):
     (like a microphone); "fast": waits for room, nothing lost. clips_completed counts clips whose
     last sample was released (the utterances the engine should find); samples_out is the clock.
     """
+
+    thread_name = "ved-soak-source"
 
     def __init__(self, clips: list[np.ndarray], total_s: float, pace: str = "fast", block_ms: int = 100,
                  seed: int = 0) -> None:
@@ -115,20 +117,6 @@ class LoopingSpeechSource(AudioSource):
         self.dropped_blocks = 0
         self.samples_out = 0
         self.clips_completed = 0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def start(self, out_q: "queue.Queue", stop_event: threading.Event) -> None:
-        if self._thread is not None:
-            raise RuntimeError("LoopingSpeechSource.start() called twice")
-        self._thread = threading.Thread(target=self._run, args=(out_q, stop_event), name="ved-soak-source",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
 
     def _segments(self):
         """(audio float32 [n], is_clip) forever: silence, clip, silence, clip..."""

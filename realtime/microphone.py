@@ -20,7 +20,7 @@ import numpy as np
 
 from realtime.devices import DeviceError, InputDevice, _sounddevice, rescan_devices, resolve_input_device
 from realtime.resample import StreamResampler, float_to_int16
-from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, AudioSource, put_dropping_oldest
+from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, ThreadedSource, put_dropping_oldest
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class MicrophoneConfig:
             raise ValueError("stall_timeout_s must be > 0 and give_up_after_s >= 0")
 
 
-class MicrophoneSource(AudioSource):
+class MicrophoneSource(ThreadedSource):
     """Live input from a sound device, as 16 kHz mono int16 AudioBlocks.
 
     device: index, case-insensitive name substring, or None for the default input;
@@ -61,6 +61,8 @@ class MicrophoneSource(AudioSource):
     Counters: dropped_blocks (engine queue full), dropped_raw_blocks (consumer too slow),
     input_overflows (driver overruns), reconnects.
     """
+
+    thread_name = "ved-microphone"
 
     def __init__(self, device: int | str | None = None, block_ms: int = 30,
                  cfg: MicrophoneConfig | None = None) -> None:
@@ -76,28 +78,14 @@ class MicrophoneSource(AudioSource):
         self.stream_rate_hz = 0.0
         self.stream_channels = 0
         self._raw_q: queue.Queue = queue.Queue(maxsize=self.cfg.raw_queue_blocks)
-        self._stop = threading.Event()
         self._lost = threading.Event()
         self._lost_reason = ""
         self._closing = False
         self._last_audio_wall = time.monotonic()
-        self._thread: threading.Thread | None = None
 
     @property
     def is_live(self) -> bool:
         return True
-
-    def start(self, out_q: "queue.Queue", stop_event: threading.Event) -> None:
-        if self._thread is not None:
-            raise RuntimeError("MicrophoneSource.start() called twice")
-        self._thread = threading.Thread(target=self._run, args=(out_q, stop_event),
-                                        name="ved-microphone", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
 
     # ---------------------------------------------------------------- PortAudio side
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:

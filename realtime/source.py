@@ -71,3 +71,35 @@ class AudioSource(ABC):
     def is_live(self) -> bool:
         """True for a microphone (real-time, drop on overflow); False for files."""
         return False
+
+
+class ThreadedSource(AudioSource):
+    """A source whose producer is one daemon thread running `_run(out_q, stop_event)`.
+
+    start() launches it (once); stop() sets `_stop` and joins with a timeout (idempotent,
+    safe from the producer thread itself). `_run` must end soon after `_stop` or
+    `stop_event` is set and put END_OF_STREAM last.
+    """
+
+    thread_name = "ved-source"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self, out_q: "queue.Queue", stop_event: threading.Event) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{type(self).__name__}.start() called twice")
+        self._thread = threading.Thread(target=self._run, args=(out_q, stop_event), name=self.thread_name,
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    @abstractmethod
+    def _run(self, out_q: "queue.Queue", stop_event: threading.Event) -> None:
+        """The producer thread's body."""

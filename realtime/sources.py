@@ -23,7 +23,7 @@ from realtime.devices import (DeviceError, InputDevice, format_device_table, lis
                               rescan_devices, resolve_input_device)
 from realtime.microphone import MicrophoneConfig, MicrophoneSource
 from realtime.resample import StreamResampler, float_to_int16
-from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, AudioSource, put_dropping_oldest
+from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, ThreadedSource, put_dropping_oldest
 
 __all__ = ["AudioFileError", "FileInfo", "FileSourceConfig", "FileSource", "probe_audio_file",
            "MicrophoneSource", "MicrophoneConfig", "DeviceError", "InputDevice", "list_input_devices",
@@ -125,7 +125,7 @@ def probe_audio_file(path: str | os.PathLike) -> FileInfo:
     return info
 
 
-class FileSource(AudioSource):
+class FileSource(ThreadedSource):
     """Replays an audio file (anything libsndfile reads: wav, flac, ogg...; any rate and
     channel count) as 16 kHz mono int16 `AudioBlock`s from a reader thread.
 
@@ -138,6 +138,8 @@ class FileSource(AudioSource):
     samples_out (16 kHz samples produced). At the end, anything repaired (truncation, NaN/inf,
     clipping) is reported once through status_listener("warning", message) and kept in `warning`.
     """
+
+    thread_name = "ved-file-reader"
 
     def __init__(self, path: str | os.PathLike, pace: str = "realtime", block_ms: int = 100,
                  clock: Callable[[], float] = time.monotonic,
@@ -156,20 +158,6 @@ class FileSource(AudioSource):
         self.samples_out = 0
         self.cut_short = ""   # why the file could not be read to its end ("" when it was)
         self.warning = ""   # what was repaired in the input (truncation, NaN/inf, clipping), once finished
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def start(self, out_q: "queue.Queue", stop_event: threading.Event) -> None:
-        if self._thread is not None:
-            raise RuntimeError("FileSource.start() called twice")
-        self._thread = threading.Thread(target=self._run, args=(out_q, stop_event),
-                                        name="ved-file-reader", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
 
     @property
     def finished(self) -> bool:
