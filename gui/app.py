@@ -12,7 +12,7 @@ Engine factory contract
   realtime.devices.list_input_devices()); `str` = path of an audio file to
   replay at real-time pace (FileSource(path, pace="realtime")); `None` = the
   default input device.
-* model_choice: "conformer" (the default bundle, models/default/) or
+* model_choice: "default" (the shipped bundle, models/default/) or
   "wavlm-ensemble" (then ensemble_dir and backbone_dir are passed: folders the
   user chose and the GUI checked: ensemble.json / config.json, weights,
   preprocessor_config.json present).
@@ -31,7 +31,7 @@ Engine factory contract
 args (an argparse.Namespace; every attribute optional):
   device (int | str | None): preselect an input device by index or name;
   file (str | None): replay this audio file as soon as the window opens;
-  model (str): "conformer" or "wavlm-ensemble";
+  model (str): "default" or "wavlm-ensemble";
   window_s (float): visible seconds of the live plot;
   sessions_dir (str | None): folder for session timelines;
   ensemble_dir / backbone_dir (str | None): WavLM ensemble folders;

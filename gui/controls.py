@@ -2,16 +2,31 @@
 and the status bar fields of the monitor window."""
 from __future__ import annotations
 
-from PyQt5.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QStatusBar,
+import json
+from pathlib import Path
+
+from PyQt5.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QStatusBar,
                              QToolButton, QWidget)
 
 from gui.widgets import LevelMeter, SpaceIsStartStop, SpeechIndicator
 from realtime.devices import DeviceError, InputDevice, list_input_devices, rescan_devices
 
-MODEL_CHOICES: tuple[tuple[str, str], ...] = (
-    ("conformer", "Fast log-mel model (default)"),
-    ("wavlm-ensemble", "WavLM ensemble"),
-)
+DEFAULT_BUNDLE_JSON = Path(__file__).resolve().parent.parent / "models" / "default" / "bundle.json"
+LEGACY_MODEL_KEYS = {"conformer": "default"}  # saved settings from before the default became doublestream-v4
+
+
+def default_model_title(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> str:
+    """"doublestream-v4 (default)": the architecture the shipped bundle records (JSON only, no torch)."""
+    try:
+        name = json.loads(bundle_json.read_text(encoding="utf-8"))["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "default model (models/default)"
+    return f"{name} (default)" if isinstance(name, str) else "default model (models/default)"
+
+
+def model_choices(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> tuple[tuple[str, str], ...]:
+    """(key, title) of the model selector; keys are what gui/app.py's engine factory receives."""
+    return (("default", default_model_title(bundle_json)), ("wavlm-ensemble", "WavLM ensemble (its folders)"))
 
 
 def query_input_devices(rescan: bool) -> tuple[list[InputDevice], str]:
@@ -62,7 +77,7 @@ class ControlBar(QWidget):
         self.refresh_button.setText("⟳")
         self.refresh_button.setToolTip("Rescan audio input devices")
         self.model_combo = QComboBox()
-        for key, title in MODEL_CHOICES:
+        for key, title in model_choices():
             self.model_combo.addItem(title, key)
         self.model_combo.setToolTip("WavLM ensemble: choose its folders in Settings → Model folders")
         self.settings_button = QToolButton()
@@ -77,6 +92,9 @@ class ControlBar(QWidget):
         self.window_spin.setSingleStep(10.0)
         self.window_spin.setSuffix(" s")
         self.window_spin.setToolTip("visible time window of the live plot, in seconds")
+        self.smooth_check = QCheckBox("Smooth")
+        self.smooth_check.setToolTip("draw the utterance trace exponentially smoothed (newest weighs 0.4; "
+                                     "restarts after 3 s of silence)")
         self._space_filter = SpaceIsStartStop(self)
         self.window_spin.installEventFilter(self._space_filter)
         self.level_meter = LevelMeter()
@@ -85,7 +103,7 @@ class ControlBar(QWidget):
         layout.setContentsMargins(6, 4, 6, 4)
         for widget in (QLabel("Input"), self.device_combo, self.refresh_button, QLabel("Model"),
                        self.model_combo, self.settings_button, self.start_button, QLabel("Window"),
-                       self.window_spin):
+                       self.window_spin, self.smooth_check):
             layout.addWidget(widget)
         layout.addStretch(1)
         layout.addWidget(self.level_meter)
@@ -114,7 +132,7 @@ class ControlBar(QWidget):
         row = self.model_combo.findData("wavlm-ensemble")
         self.model_combo.model().item(row).setEnabled(available)
         if not available and self.model_combo.currentIndex() == row:
-            self.model_combo.setCurrentIndex(self.model_combo.findData("conformer"))
+            self.model_combo.setCurrentIndex(self.model_combo.findData("default"))
 
     def ensemble_available(self) -> bool:
         row = self.model_combo.findData("wavlm-ensemble")
@@ -124,7 +142,7 @@ class ControlBar(QWidget):
         return str(self.model_combo.currentData())
 
     def select_model(self, key: str) -> None:
-        row = self.model_combo.findData(key)
+        row = self.model_combo.findData(LEGACY_MODEL_KEYS.get(key, key))
         if row >= 0 and self.model_combo.model().item(row).isEnabled():
             self.model_combo.setCurrentIndex(row)
 

@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.controls.refresh_button.clicked.connect(lambda: self.refresh_devices(rescan=True))
         self.controls.settings_button.clicked.connect(self.open_model_folders)
         self.controls.window_spin.valueChanged.connect(self.plot.set_window_s)
+        self.controls.smooth_check.toggled.connect(self.plot.set_smoothed)
         self.plot.utterance_clicked.connect(self.details.show_prediction)
         self.table.itemSelectionChanged.connect(self._on_table_selection)
         self.space_shortcut = QShortcut(QKeySequence(Qt.Key_Space), self)
@@ -151,12 +152,14 @@ class MainWindow(QMainWindow):
         self.refresh_devices(rescan=False, preferred=preferred_device)
         self._apply_model_folders(str(self.settings.value("models/ensemble_dir", "")),
                                   str(self.settings.value("models/backbone_dir", "")))
-        self.controls.select_model(str(self.settings.value("models/choice", "conformer")))
+        self.controls.select_model(str(self.settings.value("models/choice", "default")))
+        self.controls.smooth_check.setChecked(str(self.settings.value("plot/smoothed", "false")).lower() == "true")
 
     def save_settings(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/splitter", self.splitter.saveState())
         self.settings.setValue("plot/window_s", self.controls.window_spin.value())
+        self.settings.setValue("plot/smoothed", self.controls.smooth_check.isChecked())
         device = self.controls.selected_device()
         if device is not None:
             self.settings.setValue("input/device_name", device.name)

@@ -2,7 +2,9 @@
 
 Final (utterance) predictions are thick solid lines with dots at the middle of
 each utterance; partial (live window) predictions are thin dashed lines at the
-window end. Utterance spans are shaded by one BarGraphItem. Every curve is
+window end. With `set_smoothed(True)` the utterance trace shows the exponentially
+smoothed probabilities (realtime.smoothing) instead of the raw ones. Utterance
+spans are shaded by one BarGraphItem. Every curve is
 created once; data lives in growable numpy buffers and is pushed to the curves
 with setData() only from `refresh()`, which the window calls from a QTimer.
 """
@@ -17,6 +19,7 @@ from PyQt5.QtGui import QColor
 from PyQt5.QtWidgets import QVBoxLayout, QWidget
 
 from models.labels import EMOTIONS
+from realtime.smoothing import ProbabilitySmoother
 from realtime.types import EmotionPrediction
 
 EMOTION_COLOURS: dict[str, str] = {
@@ -120,6 +123,9 @@ class EmotionPlot(QWidget):
         self.config = config
         self._window_s = config.window_s
         self._finals = SeriesBuffer(config.max_final_points)
+        self._smoothed = SeriesBuffer(config.max_final_points)  # the same utterances, smoothed
+        self._smoother = ProbabilitySmoother()
+        self._show_smoothed = False
         self._partials = SeriesBuffer(config.max_partial_points)
         self._utterances: list[EmotionPrediction] = []
         self._span_starts: list[float] = []
@@ -210,7 +216,10 @@ class EmotionPlot(QWidget):
                 self._partials.break_line()
             self._partials.append(prediction.end_s, values)
         else:
-            self._finals.append(0.5 * (prediction.start_s + prediction.end_s), values)
+            middle_s = 0.5 * (prediction.start_s + prediction.end_s)
+            self._finals.append(middle_s, values)
+            smoothed = self._smoother.push(prediction)[0]
+            self._smoothed.append(middle_s, np.array([smoothed.probs[name] for name in EMOTIONS], np.float32))
             self._partials.break_line()
             self._utterances.append(prediction)
             self._span_starts.append(prediction.start_s)
@@ -218,8 +227,20 @@ class EmotionPlot(QWidget):
         self.note_time(prediction.end_s)
         self._dirty = True
 
+    @property
+    def smoothed(self) -> bool:
+        return self._show_smoothed
+
+    def set_smoothed(self, on: bool) -> None:
+        """True: the utterance trace shows smoothed probabilities; False: the raw ones."""
+        self._show_smoothed = bool(on)
+        self._dirty = True
+        self.refresh()
+
     def clear(self) -> None:
         self._finals.clear()
+        self._smoothed.clear()
+        self._smoother.reset()
         self._partials.clear()
         self._utterances.clear()
         self._span_starts.clear()
@@ -248,7 +269,7 @@ class EmotionPlot(QWidget):
         if not self._dirty:
             return
         self._dirty = False
-        final_t, final_v = self._visible(self._finals)
+        final_t, final_v = self._visible(self._smoothed if self._show_smoothed else self._finals)
         partial_t, partial_v = self._visible(self._partials)
         for column, name in enumerate(EMOTIONS):
             self.final_curves[name].setData(final_t, final_v[:, column])

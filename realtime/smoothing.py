@@ -1,7 +1,7 @@
 """Exponential smoothing of class probabilities for display (pure, no threads, no I/O).
 
-The raw per-window probabilities jump around; the GUI trace and the big label use
-smoothed = alpha * new + (1 - alpha) * smoothed. After a silence longer than
+The raw per-utterance probabilities jump around; the GUI's "Smooth" toggle draws the
+utterance trace as smoothed = alpha * new + (1 - alpha) * smoothed (gui/plots.py). After a silence longer than
 `reset_after_gap_s` the history is dropped, so a new speaker turn starts fresh.
 """
 from __future__ import annotations

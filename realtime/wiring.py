@@ -18,7 +18,7 @@ from realtime.timeline import TimelineWriter, default_timeline_path
 APP_VERSION = "0.1.0"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "default"
-GUI_MODEL_CHOICES = ("conformer", "wavlm-ensemble")
+GUI_MODEL_CHOICES = ("default", "wavlm-ensemble")
 
 
 def torch_device(compute: str) -> str | None:
@@ -29,7 +29,8 @@ def torch_device(compute: str) -> str | None:
 def resolve_bundle_dir(spec: str | os.PathLike | None) -> Path:
     """A bundle folder, or a registry name whose trained bundle lives in models/<name>/.
 
-    None or "conformer" -> the default bundle (models/default/). Raises BundleError.
+    None or "default" -> the default bundle (models/default/; "conformer", its old name, still works).
+    Raises BundleError.
     """
     from models.bundle import BundleError
 

@@ -114,11 +114,13 @@ def test_gui_modules_do_not_import_torch():
     assert result.stdout.strip() == "False"
 
 
-def test_window_builds_with_six_curves_and_conformer_default(qtbot, settings, tmp_path):
+def test_window_builds_with_six_curves_and_the_default_model(qtbot, settings, tmp_path):
     window = build_window(lambda *a, **k: None, None, settings)
     qtbot.addWidget(window)
     assert set(window.plot.final_curves) == set(EMOTIONS) == set(window.plot.partial_curves)
-    assert window.controls.model_choice() == "conformer"
+    assert window.controls.model_choice() == "default"
+    shipped = json.loads((REPO_ROOT / "models" / "default" / "bundle.json").read_text())["model"]["name"]
+    assert window.controls.model_combo.currentText() == f"{shipped} (default)"  # named by what it is
     assert not window.controls.ensemble_available()
     assert window.phase == "idle"
     assert not window.actions["save_as"].isEnabled()
@@ -192,7 +194,7 @@ def test_replay_real_audio_through_real_engine_then_stop_and_review(qtbot, setti
     window.bridge.event.connect(lambda e: levels.append(e) if type(e).__name__ == "LevelUpdate" else None)
     window.start_session(str(emodb_speech))
     qtbot.waitUntil(lambda: window.phase == "running", timeout=60_000)
-    assert calls[0][0] == str(emodb_speech) and calls[0][1] == "conformer"
+    assert calls[0][0] == str(emodb_speech) and calls[0][1] == "default"
 
     def two_utterances_and_all_curves():
         lengths = window.plot.curve_lengths()
@@ -420,3 +422,41 @@ def test_bridge_is_bounded_drops_oldest_and_wakes_the_gui_thread_once(qtbot):
     qtbot.waitUntil(lambda: got == [6, 7, 8, 9], timeout=5_000)
     bridge.listener(10)
     qtbot.waitUntil(lambda: got[-1] == 10, timeout=5_000)
+
+
+def test_model_selector_titles_and_the_old_saved_key(qtbot, settings, tmp_path):
+    from gui.controls import model_choices
+
+    bundle_json = tmp_path / "bundle.json"
+    bundle_json.write_text(json.dumps({"model": {"name": "conformer-v3.2", "args": {}}}))
+    assert model_choices(bundle_json)[0] == ("default", "conformer-v3.2 (default)")
+    assert model_choices(tmp_path / "missing.json")[0] == ("default", "default model (models/default)")
+    settings.setValue("models/choice", "conformer")  # saved by an older VED
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    assert window.controls.model_choice() == "default"
+
+
+def test_smooth_toggle_draws_the_smoothed_utterance_trace(qtbot, settings):
+    from realtime.smoothing import ProbabilitySmoother
+
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    rng = np.random.default_rng(4)
+    utterances = [EmotionPrediction.from_probs(2.5 * u, 2.5 * u + 2.0, rng.dirichlet(np.ones(6)), "m", 50.0)
+                  for u in range(5)]
+    for prediction in utterances:
+        window.plot.add_prediction(prediction)
+    window.plot.refresh()
+    raw = window.plot.final_curves["anger"].getData()[1].copy()
+    np.testing.assert_allclose(raw, [p.probs["anger"] for p in utterances], rtol=1e-6)
+    window.controls.smooth_check.setChecked(True)
+    smoother = ProbabilitySmoother()
+    expected = [smoother.push(p)[0].probs["anger"] for p in utterances]
+    drawn = window.plot.final_curves["anger"].getData()[1]
+    np.testing.assert_allclose(drawn, expected, rtol=1e-6)
+    assert not np.allclose(drawn, raw)
+    window.controls.smooth_check.setChecked(False)
+    np.testing.assert_allclose(window.plot.final_curves["anger"].getData()[1], raw, rtol=1e-6)
+    window.save_settings()
+    assert str(settings.value("plot/smoothed")).lower() == "false"
