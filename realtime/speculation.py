@@ -9,6 +9,9 @@ job that arrives meanwhile gets the CPU first. When the `Utterance` arrives, the
 array through the same model call, so it is what the worker would have computed);
 otherwise it is discarded. `SpeechResumed` voids the offer (`cancel`). Discards are
 counted in SessionMetrics, never logged. Only the state below is shared, under one lock.
+
+Limit: on a GPU both threads share the device; a real job that starts while a speculative
+one runs waits behind its kernels, and both hold memory at once.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier(bundle):
-    from models.bundle import load_bundle_classifier
+    from models.loader import load_bundle_classifier
 
     return load_bundle_classifier(bundle, device="cpu")
 

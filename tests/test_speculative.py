@@ -6,23 +6,27 @@ logged), and stopping during a speculative job is clean.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
 
 from engine_support import EventLog, PacedArraySource, SlowClassifier, make_bundle, wait_until, write_speech_file
 from realtime.engine import Engine, EngineConfig
+from realtime.metrics import SessionMetrics
+from realtime.speculation import Speculator
 from realtime.resample import float_to_int16
 from realtime.timeline import TimelineWriter, load_timeline
 from realtime.types import SpeechResumed, Utterance, UtteranceFixed
 from realtime.vad import Segmenter
+from realtime.worker import InferenceWorker, WorkItem
 
 RATE = 16_000
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from models.bundle import load_bundle_classifier
+    from models.loader import load_bundle_classifier
 
     return load_bundle_classifier(make_bundle(tmp_path_factory.mktemp("bundle")), device="cpu")
 
@@ -142,3 +146,32 @@ def test_stop_during_a_speculative_job_is_clean(classifier, speech, tmp_path):
     expected = classifier.predict([fixed.audio])[0]
     order = [list(classifier.labels).index(k) for k in utterance.probs]
     np.testing.assert_allclose(list(utterance.probs.values()), expected[order], rtol=0, atol=1e-6)
+
+
+def test_a_result_from_another_model_or_a_resumed_span_is_discarded(classifier, speech):
+    """The policy may pick another model by the time the utterance arrives (a probe, a switch):
+    the speculative result is then not used. Speech resuming mid-job voids the job too."""
+    other = SlowClassifier(classifier, "other")
+    chosen = {"model": classifier}
+    metrics, finished = SessionMetrics(), {"flag": False}
+    speculator = Speculator(InferenceWorker.compute, lambda: chosen["model"], lambda: True, metrics,
+                            done=lambda: finished["flag"], nice=0)
+    thread = threading.Thread(target=speculator.run, daemon=True)
+    thread.start()
+    audio = speech["gapped"][RATE:3 * RATE]
+    item = WorkItem("utterance", 1.0, 3.0, audio, 0.0)
+    speculator.offer(item)
+    assert wait_until(lambda: speculator.started == 1)
+    assert speculator.claim(item, other) is None                       # the worker now wants `other`
+    assert wait_until(lambda: metrics.speculative_discarded == 1)
+    chosen["model"] = other
+    slow = WorkItem("utterance", 5.0, 7.0, audio, 0.0)
+    other.delay_s = lambda i: 0.3
+    speculator.offer(slow)
+    assert wait_until(lambda: speculator.started == 2)
+    speculator.cancel()                                                # speech resumed
+    assert wait_until(lambda: metrics.speculative_discarded == 2)
+    assert speculator.claim(slow, other) is None and metrics.speculative_used == 0
+    finished["flag"] = True
+    thread.join(5)
+    assert not thread.is_alive()
