@@ -25,10 +25,17 @@ class UsageError(Exception):
     """A bad command line (option value, argument count); one line for the user, exit 2."""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A bad option is one `error: ...` line and exit 2, like every other user error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER, f"error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from realtime.vad import SegmenterConfig
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="main.py", description="VED: live speech emotion recognition (6 classes: anger, disgust, "
         "fear, happy, neutral, sad) from a microphone or an audio file.",
         epilog="Times are in milliseconds unless the option name says otherwise. Timelines are JSON Lines "
