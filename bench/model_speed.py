@@ -68,7 +68,8 @@ def run(clip_s: float = 2.5, runs: int = 50, warmup: int = 15, threads: int = 2,
         params = sum(p.numel() for p in model.parameters())
         weights_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
         wave, lengths = pad_batch([clip])
-        feats = torch.from_numpy(functionals(clip, model.functionals_set))[None] if model.functionals_set is not None else None
+        feats = (torch.from_numpy(functionals(clip, model.functionals_set))[None]
+                 if model.functionals_set is not None else None)
 
         def forward() -> None:
             with torch.inference_mode():

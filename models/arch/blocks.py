@@ -6,14 +6,32 @@ so a clip gives the same logits alone or padded inside a batch (eval mode).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.config_checks import check_fields
 from models.features import LogMelConfig, LogMelFrontend, SpecAugmentConfig, frames_mask
+
+
+@dataclass(frozen=True)
+class LogMelArgs:
+    """Front-end arguments every log-mel architecture config starts with (model args stay flat).
+
+    n_mels: mel bins; utterance_norm: subtract each clip's mean per bin; spec_augment with
+    freq_mask_bins / time_mask_frames: SpecAugment mask widths (training mode only)."""
+
+    n_mels: int = 64
+    utterance_norm: bool = False
+    spec_augment: bool = True
+    freq_mask_bins: int = 8
+    time_mask_frames: int = 20
+
+    def __post_init__(self) -> None:
+        check_fields(self, {"n_mels": (8, 256), "freq_mask_bins": (0, 256), "time_mask_frames": (0, 10_000)})
 
 
 def subsampled_lengths(frame_lengths: torch.Tensor, times: int) -> torch.Tensor:
@@ -118,11 +136,11 @@ def pool(pooling: nn.Module | None, x: torch.Tensor, mask: torch.Tensor) -> torc
     return masked_mean(x, mask) if pooling is None else pooling(x, mask)
 
 
-def make_frontend(n_mels: int, spec_augment: bool, freq_mask_bins: int,
-                  time_mask_frames: int, utterance_norm: bool = False) -> LogMelFrontend:
-    return LogMelFrontend(LogMelConfig(n_mels=n_mels),
-                          SpecAugmentConfig(freq_mask_bins=freq_mask_bins, time_mask_frames=time_mask_frames),
-                          spec_augment_enabled=spec_augment, utterance_norm=utterance_norm)
+def make_frontend(args: LogMelArgs) -> LogMelFrontend:
+    """The log-mel front end a config's LogMelArgs describe (25 ms / 10 ms frames at 16 kHz)."""
+    return LogMelFrontend(LogMelConfig(n_mels=args.n_mels),
+                          SpecAugmentConfig(freq_mask_bins=args.freq_mask_bins, time_mask_frames=args.time_mask_frames),
+                          spec_augment_enabled=args.spec_augment, utterance_norm=args.utterance_norm)
 
 
 def build_config(config_cls: type, model_label: str, args: dict[str, Any]) -> Any:

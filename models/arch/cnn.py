@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.arch.blocks import (LogMelModel, build_config, check_pooling, make_frontend, make_pooling, pool,
+from models.arch.blocks import (LogMelArgs, LogMelModel, build_config, check_pooling, make_frontend, make_pooling, pool,
                                 pooled_dim, valid_mask)
 from models.config_checks import check_fields
 from models.features import LogMelFrontend
@@ -23,23 +23,19 @@ from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
-class CNNConfig:
-    """CNN hyper-parameters; channels has one entry per conv block (each halves time and mel)."""
+class CNNConfig(LogMelArgs):
+    """CNN hyper-parameters after the front-end ones; channels has one entry per conv block
+    (each halves time and mel)."""
 
-    n_mels: int = 64
     channels: tuple[int, ...] = (16, 32, 64, 96)
     dropout: float = 0.2
     pooling: str = "attention"
-    utterance_norm: bool = False
-    spec_augment: bool = True
-    freq_mask_bins: int = 8
-    time_mask_frames: int = 20
 
     def __post_init__(self) -> None:
         if isinstance(self.channels, list):  # bundle.json stores the tuple as a JSON list
             object.__setattr__(self, "channels", tuple(self.channels))
-        check_fields(self, {"n_mels": (8, 256), "dropout": (0.0, 0.99), "freq_mask_bins": (0, 256),
-                            "time_mask_frames": (0, 10_000)})
+        super().__post_init__()
+        check_fields(self, {"dropout": (0.0, 0.99)})
         if (not self.channels or len(self.channels) > 8
                 or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1024 for c in self.channels)):
             raise ValueError(f"channels must be 1 to 8 ints in [1, 1024], got {self.channels}")
@@ -72,8 +68,7 @@ class CNNClassifier(LogMelModel):
     def __init__(self, config: CNNConfig | None = None) -> None:
         super().__init__(config or CNNConfig())
         cfg = self.config
-        self._frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins,
-                                       cfg.time_mask_frames, cfg.utterance_norm)
+        self._frontend = make_frontend(cfg)
         widths = (1, *cfg.channels)
         self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
         width = cfg.channels[-1]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, check_pooling, make_frontend,
+from models.arch.blocks import (ConvSubsampling, LogMelArgs, LogMelModel, build_config, check_pooling, make_frontend,
                                 make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
 from models.config_checks import check_fields
 from models.features import LogMelFrontend
@@ -25,10 +25,9 @@ from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
-class ConformerConfig:
-    """Conformer hyper-parameters (all JSON-serialisable; they are the model args)."""
+class ConformerConfig(LogMelArgs):
+    """Conformer hyper-parameters after the front-end ones (all JSON-serialisable; they are the model args)."""
 
-    n_mels: int = 64
     d_model: int = 128
     n_blocks: int = 3
     n_heads: int = 4
@@ -39,16 +38,12 @@ class ConformerConfig:
     pos_enc: str = "relative"
     max_relative_frames: int = 64
     pooling: str = "attention"
-    utterance_norm: bool = False
-    spec_augment: bool = True
-    freq_mask_bins: int = 8
-    time_mask_frames: int = 20
 
     def __post_init__(self) -> None:
-        check_fields(self, {"n_mels": (8, 256), "d_model": (8, 2048), "n_blocks": (1, 48), "n_heads": (1, 64),
-                            "ff_mult": (1, 16), "conv_kernel_size": (1, 255), "subsampling_channels": (1, 1024),
-                            "max_relative_frames": (1, 10_000), "freq_mask_bins": (0, 256),
-                            "time_mask_frames": (0, 10_000)})
+        super().__post_init__()
+        check_fields(self, {"d_model": (8, 2048), "n_blocks": (1, 48), "n_heads": (1, 64), "ff_mult": (1, 16),
+                            "conv_kernel_size": (1, 255), "subsampling_channels": (1, 1024),
+                            "max_relative_frames": (1, 10_000)})
         if self.d_model % self.n_heads or self.d_model % 2:
             raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
         if self.conv_kernel_size < 1 or self.conv_kernel_size % 2 == 0:
@@ -163,8 +158,7 @@ class ConformerEncoder(nn.Module):
     def __init__(self, cfg: ConformerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins,
-                                      cfg.time_mask_frames, cfg.utterance_norm)
+        self.frontend = make_frontend(cfg)
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_blocks))

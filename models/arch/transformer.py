@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.arch.blocks import (ConvSubsampling, LogMelModel, build_config, check_pooling, make_frontend,
+from models.arch.blocks import (ConvSubsampling, LogMelArgs, LogMelModel, build_config, check_pooling, make_frontend,
                                 make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
 from models.config_checks import check_fields
 from models.features import LogMelFrontend
@@ -20,10 +20,9 @@ from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
-    """Transformer hyper-parameters (all JSON-serialisable; they are the model args)."""
+class TransformerConfig(LogMelArgs):
+    """Transformer hyper-parameters after the front-end ones (all JSON-serialisable; they are the model args)."""
 
-    n_mels: int = 64
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
@@ -31,15 +30,11 @@ class TransformerConfig:
     subsampling_channels: int = 64
     dropout: float = 0.1
     pooling: str = "attention"
-    utterance_norm: bool = False
-    spec_augment: bool = True
-    freq_mask_bins: int = 8
-    time_mask_frames: int = 20
 
     def __post_init__(self) -> None:
-        check_fields(self, {"n_mels": (8, 256), "d_model": (8, 2048), "n_layers": (1, 48), "n_heads": (1, 64),
-                            "ff_mult": (1, 16), "subsampling_channels": (1, 1024), "freq_mask_bins": (0, 256),
-                            "time_mask_frames": (0, 10_000)})
+        super().__post_init__()
+        check_fields(self, {"d_model": (8, 2048), "n_layers": (1, 48), "n_heads": (1, 64), "ff_mult": (1, 16),
+                            "subsampling_channels": (1, 1024)})
         if self.d_model % self.n_heads or self.d_model % 2:
             raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
         if self.n_layers < 1 or self.ff_mult < 1 or self.subsampling_channels < 1:
@@ -55,8 +50,7 @@ class TransformerClassifier(LogMelModel):
     def __init__(self, config: TransformerConfig | None = None) -> None:
         super().__init__(config or TransformerConfig())
         cfg = self.config
-        self._frontend = make_frontend(cfg.n_mels, cfg.spec_augment, cfg.freq_mask_bins,
-                                       cfg.time_mask_frames, cfg.utterance_norm)
+        self._frontend = make_frontend(cfg)
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling_channels)
         self.input_dropout = nn.Dropout(cfg.dropout)
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_model * cfg.ff_mult, cfg.dropout,
