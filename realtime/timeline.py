@@ -74,6 +74,8 @@ def check_writable(path: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         if path.exists() or path.is_symlink():
             raise TimelineError(f"timeline {path} already exists; VED never overwrites a recorded session: "
                                 "give a new --out name, or leave --out out for a new dated file")
+    except TimelineError:
+        raise
     except OSError as exc:   # ENAMETOOLONG, ELOOP, EACCES on a parent...
         raise TimelineError(f"cannot use timeline path {path}: {exc.strerror or exc}") from None
     try:
@@ -346,6 +348,8 @@ def check_export_target(session: Session, path: Path) -> None:
             if first != ",".join(CSV_COLUMNS):
                 raise TimelineError(f"{path} exists and is not a VED CSV export; VED does not overwrite it: "
                                     "choose another name")
+    except TimelineError:
+        raise
     except OSError as exc:
         raise TimelineError(f"cannot write CSV {path}: {exc.strerror or exc}") from None
 

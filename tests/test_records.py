@@ -55,7 +55,7 @@ def test_an_existing_out_is_refused_before_the_model_loads_and_left_untouched(tm
     # The --model folder does not exist: the output error coming first proves the order.
     code, _, err = call_main(["--headless", "--input", tone_wav, "--model", tmp_path / "no-model",
                               "--out", existing], capsys)
-    assert_user_error(code, err, "already exists; VED never overwrites a recorded session")
+    assert_user_error(code, err, f"error: timeline {existing} already exists; VED never overwrites a recorded session")
     assert existing.read_bytes() == before
 
 
@@ -65,11 +65,11 @@ def test_export_never_writes_onto_its_source(tmp_path, capsys):
     write_session(timeline)
     before = timeline.read_bytes()
     code, _, err = call_main(["--export-csv", timeline, timeline], capsys)
-    assert_user_error(code, err, "is the timeline itself")
+    assert_user_error(code, err, f"error: the CSV target {timeline} is the timeline itself")
     notes = tmp_path / "notes.txt"
     notes.write_text("not a CSV export\n")
     code, _, err = call_main(["--export-csv", timeline, notes], capsys)
-    assert_user_error(code, err, "is not a VED CSV export; VED does not overwrite it")
+    assert_user_error(code, err, f"error: {notes} exists and is not a VED CSV export; VED does not overwrite it")
     assert timeline.read_bytes() == before and notes.read_text() == "not a CSV export\n"
     # A timeline saved as s.csv and exported without a target: the CSV goes beside it.
     odd = tmp_path / "s.csv"
