@@ -58,9 +58,15 @@ def sessions_dir() -> Path:
 
 
 def default_timeline_path(now: datetime | None = None) -> Path:
-    """sessions_dir()/ved-YYYYmmdd-HHMMSS.jsonl for the given (default: current local) time."""
+    """sessions_dir()/ved-YYYYmmdd-HHMMSS.jsonl for the given (default: current local) time;
+    -2, -3... is appended when a session of that second already exists (never overwritten)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return sessions_dir() / f"ved-{stamp}.jsonl"
+    path = sessions_dir() / f"ved-{stamp}.jsonl"
+    count = 1
+    while path.exists():
+        count += 1
+        path = path.with_name(f"ved-{stamp}-{count}.jsonl")
+    return path
 
 
 def check_writable(path: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:

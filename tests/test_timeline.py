@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import gc
 import json
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -134,6 +135,11 @@ def test_default_path_is_in_the_user_data_folder(tmp_path, monkeypatch):
     path = default_timeline_path()
     assert path.parent == tmp_path / "ved" / "sessions"
     assert path.name.startswith("ved-") and path.suffix == ".jsonl" and len(path.stem) == len("ved-20260101-120000")
+    noon = datetime(2026, 1, 1, 12, 0, 0)
+    first = default_timeline_path(noon)
+    TimelineWriter(first, {}).close()           # a session started in the same second already exists
+    second = default_timeline_path(noon)
+    assert first.name == "ved-20260101-120000.jsonl" and second.name == "ved-20260101-120000-2.jsonl"
 
 
 def test_two_hour_timeline_reloads_completely_and_leaves_the_collector_on(tmp_path):
