@@ -34,6 +34,29 @@ class LogMelArgs:
         check_fields(self, {"n_mels": (8, 256), "freq_mask_bins": (0, 256), "time_mask_frames": (0, 10_000)})
 
 
+@dataclass(frozen=True)
+class EncoderArgs(LogMelArgs):
+    """Log-mel front end + conv subsampling + a self-attention encoder: the arguments the Conformer
+    and the Transformer share (width, heads, feed-forward factor, subsampling channels, dropout, pooling)."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    ff_mult: int = 2
+    subsampling_channels: int = 64
+    dropout: float = 0.1
+    pooling: str = "attention"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, {"d_model": (8, 2048), "n_heads": (1, 64), "ff_mult": (1, 16),
+                            "subsampling_channels": (1, 1024)})
+        if self.d_model % self.n_heads or self.d_model % 2:
+            raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_pooling(self.pooling)
+
+
 def subsampled_lengths(frame_lengths: torch.Tensor, times: int) -> torch.Tensor:
     """Lengths after `times` unpadded stride-2 convolutions with kernel 3: L -> (L - 1) // 2."""
     for _ in range(times):

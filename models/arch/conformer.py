@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.arch.blocks import (ConvSubsampling, LogMelArgs, LogMelModel, build_config, check_pooling, make_frontend,
+from models.arch.blocks import (ConvSubsampling, EncoderArgs, LogMelModel, build_config, make_frontend,
                                 make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
 from models.config_checks import check_fields
 from models.features import LogMelFrontend
@@ -25,38 +25,21 @@ from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
-class ConformerConfig(LogMelArgs):
-    """Conformer hyper-parameters after the front-end ones (all JSON-serialisable; they are the model args)."""
+class ConformerConfig(EncoderArgs):
+    """Conformer hyper-parameters after the shared encoder ones (all JSON-serialisable; they are the model args)."""
 
-    d_model: int = 128
     n_blocks: int = 3
-    n_heads: int = 4
-    ff_mult: int = 2
     conv_kernel_size: int = 15
-    subsampling_channels: int = 64
-    dropout: float = 0.1
     pos_enc: str = "relative"
     max_relative_frames: int = 64
-    pooling: str = "attention"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_fields(self, {"d_model": (8, 2048), "n_blocks": (1, 48), "n_heads": (1, 64), "ff_mult": (1, 16),
-                            "conv_kernel_size": (1, 255), "subsampling_channels": (1, 1024),
-                            "max_relative_frames": (1, 10_000)})
-        if self.d_model % self.n_heads or self.d_model % 2:
-            raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
-        if self.conv_kernel_size < 1 or self.conv_kernel_size % 2 == 0:
+        check_fields(self, {"n_blocks": (1, 48), "conv_kernel_size": (1, 255), "max_relative_frames": (1, 10_000)})
+        if self.conv_kernel_size % 2 == 0:
             raise ValueError(f"conv_kernel_size must be odd and >= 1, got {self.conv_kernel_size}")
-        if self.n_blocks < 1 or self.ff_mult < 1 or self.subsampling_channels < 1:
-            raise ValueError("n_blocks, ff_mult and subsampling_channels must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.pos_enc not in ("relative", "absolute"):
             raise ValueError(f"pos_enc must be 'relative' or 'absolute', got {self.pos_enc!r}")
-        check_pooling(self.pooling)
-        if self.max_relative_frames < 1:
-            raise ValueError(f"max_relative_frames must be >= 1, got {self.max_relative_frames}")
 
 
 class FeedForward(nn.Module):

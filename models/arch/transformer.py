@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.arch.blocks import (ConvSubsampling, LogMelArgs, LogMelModel, build_config, check_pooling, make_frontend,
+from models.arch.blocks import (ConvSubsampling, EncoderArgs, LogMelModel, build_config, make_frontend,
                                 make_pooling, pool, pooled_dim, sinusoidal_positions, valid_mask)
 from models.config_checks import check_fields
 from models.features import LogMelFrontend
@@ -20,28 +20,14 @@ from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
-class TransformerConfig(LogMelArgs):
-    """Transformer hyper-parameters after the front-end ones (all JSON-serialisable; they are the model args)."""
+class TransformerConfig(EncoderArgs):
+    """Transformer hyper-parameters after the shared encoder ones (all JSON-serialisable; they are the model args)."""
 
-    d_model: int = 128
     n_layers: int = 4
-    n_heads: int = 4
-    ff_mult: int = 2
-    subsampling_channels: int = 64
-    dropout: float = 0.1
-    pooling: str = "attention"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_fields(self, {"d_model": (8, 2048), "n_layers": (1, 48), "n_heads": (1, 64), "ff_mult": (1, 16),
-                            "subsampling_channels": (1, 1024)})
-        if self.d_model % self.n_heads or self.d_model % 2:
-            raise ValueError(f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})")
-        if self.n_layers < 1 or self.ff_mult < 1 or self.subsampling_channels < 1:
-            raise ValueError("n_layers, ff_mult and subsampling_channels must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        check_pooling(self.pooling)
+        check_fields(self, {"n_layers": (1, 48)})
 
 
 class TransformerClassifier(LogMelModel):
