@@ -7,7 +7,7 @@ Registry entries built here:
 
 Not an nn.Module. Interface used by the trainer (F = the feature set's dimension):
 
-    svm = build_model("egemaps-svm", C=10.0)       # args: EgemapsSVMConfig fields
+    svm = build_model("egemaps-svm", C=10.0)       # args: FunctionalsClassifierConfig fields
     svm.fit(X, y)                                   # X float [N, F] functionals, y int [N] in 0..5
     svm.predict_proba(X)                            # -> float32 [N, 6] in EMOTIONS order
     svm.model_args()                                # JSON args; build_model("egemaps-svm", **args) rebuilds it
@@ -29,7 +29,7 @@ from models.labels import EMOTIONS, NUM_CLASSES
 
 
 @dataclass(frozen=True)
-class EgemapsSVMConfig:
+class FunctionalsClassifierConfig:
     """classifier: "rbf-svm" or "logreg"; C (inverse regularisation, both); gamma (SVM only:
     "scale", "auto" or a float); feature_set: the openSMILE functionals it reads."""
 
@@ -53,13 +53,11 @@ class EgemapsSVMConfig:
             raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
 
 
-class EgemapsSVM:
-    """StandardScaler + RBF SVC with Platt-scaled probabilities, or + logistic regression, on functionals.
+class FunctionalsClassifier:
+    """StandardScaler + RBF SVC with Platt-scaled probabilities, or + logistic regression, on functionals."""
 
-    (The class keeps its first name, from when eGeMAPS + SVM was its only configuration.)"""
-
-    def __init__(self, config: EgemapsSVMConfig | None = None) -> None:
-        self.config = config or EgemapsSVMConfig()
+    def __init__(self, config: FunctionalsClassifierConfig | None = None) -> None:
+        self.config = config or FunctionalsClassifierConfig()
         self.pipeline: Any = None
         self.classes_ = np.arange(NUM_CLASSES)
 
@@ -88,7 +86,7 @@ class EgemapsSVM:
         return make_pipeline(StandardScaler(),
                              CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False))
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "EgemapsSVM":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "FunctionalsClassifier":
         """X: float [N, F]; y: int [N] class indices into EMOTIONS."""
         X = self._check_features(X)
         y = np.asarray(y).astype(int).reshape(-1)
@@ -109,7 +107,7 @@ class EgemapsSVM:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """X: float [N, F] -> float32 [N, 6] in EMOTIONS order (classes absent in training get 0)."""
         if self.pipeline is None:
-            raise RuntimeError("EgemapsSVM.predict_proba called before fit")
+            raise RuntimeError("FunctionalsClassifier.predict_proba called before fit")
         seen = self.pipeline.classes_
         probs = np.zeros((len(X), NUM_CLASSES), dtype=np.float32)
         probs[:, seen] = self.pipeline.predict_proba(self._check_features(X))
@@ -134,13 +132,17 @@ class EgemapsSVM:
         return X
 
 
-def build(**args: Any) -> EgemapsSVM:
-    """Registry factory: keyword args are EgemapsSVMConfig fields."""
-    known = set(EgemapsSVMConfig.__dataclass_fields__)
+# Their names until 2026-12-02: sklearn bundles pickled then refer to them (joblib looks them up by name).
+EgemapsSVM, EgemapsSVMConfig = FunctionalsClassifier, FunctionalsClassifierConfig
+
+
+def build(**args: Any) -> FunctionalsClassifier:
+    """Registry factory: keyword args are FunctionalsClassifierConfig fields."""
+    known = set(FunctionalsClassifierConfig.__dataclass_fields__)
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown egemaps-svm argument(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return EgemapsSVM(EgemapsSVMConfig(**args))
+    return FunctionalsClassifier(FunctionalsClassifierConfig(**args))
 
 
 class SklearnClassifier(Classifier):

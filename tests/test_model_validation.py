@@ -18,7 +18,7 @@ from models.bundle import BundleError, save_bundle
 from models.functionals import functionals_batch
 from models.loader import load_bundle, load_bundle_classifier
 from models.registry import build_model
-from models.svm import EgemapsSVMConfig
+from models.svm import FunctionalsClassifierConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -144,8 +144,8 @@ def test_warm_up_must_give_probabilities(conformer_folder, tmp_path):
 def test_config_checks_in_every_config():
     with pytest.raises(ValueError, match=r"channels must be 1 to 8 ints"):
         CNNConfig(channels=(16, "32"))
-    with pytest.raises(TypeError, match="EgemapsSVMConfig.C must be float"):
-        EgemapsSVMConfig(C="1")
+    with pytest.raises(TypeError, match="FunctionalsClassifierConfig.C must be float"):
+        FunctionalsClassifierConfig(C="1")
     with pytest.raises(ValueError, match=r"ConformerConfig.n_heads must be in \[1, 64\]"):
         ConformerConfig(n_heads=0)
     with pytest.raises(ValueError, match="unknown doublestream argument"):
@@ -246,3 +246,23 @@ def test_models_have_no_import_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_sklearn_bundle_pickled_under_the_old_class_names_still_loads(tmp_path):
+    from models.svm import FunctionalsClassifier, FunctionalsClassifierConfig
+
+    labels = np.repeat(np.arange(6), 3)
+    model = build_model("egemaps-svm").fit(np.random.default_rng(0).standard_normal((18, 88)), labels)
+    renamed = ((FunctionalsClassifier, "EgemapsSVM"), (FunctionalsClassifierConfig, "EgemapsSVMConfig"))
+    try:  # pickle as the code before 2026-12-02 did
+        for cls, old_name in renamed:
+            cls.__qualname__ = old_name
+        folder = save_bundle(tmp_path / "old", model, "egemaps-svm")
+    finally:
+        for cls, _ in renamed:
+            cls.__qualname__ = cls.__name__
+    assert b"EgemapsSVM" in (folder / "model.joblib").read_bytes()
+    loaded, _ = load_bundle(folder)
+    assert isinstance(loaded, FunctionalsClassifier)
+    probs = load_bundle_classifier(folder).predict(_waves())
+    assert probs.shape == (2, 6) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
