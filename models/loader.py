@@ -60,7 +60,7 @@ def build_from_meta(meta: dict[str, Any], folder: Path, backbone_dir: str | None
         return build_model(name, **args)
     except BackboneError as err:
         raise BundleError(f"{folder}: {err}") from None
-    except (TypeError, ValueError, OverflowError, MemoryError) as err:
+    except (TypeError, ValueError, OverflowError, MemoryError, RuntimeError) as err:  # RuntimeError: allocation
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BundleError(f"model args in {folder / BUNDLE_JSON} do not fit {name!r}: {first}") from None
 

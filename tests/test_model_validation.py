@@ -266,3 +266,15 @@ def test_sklearn_bundle_pickled_under_the_old_class_names_still_loads(tmp_path):
     assert isinstance(loaded, FunctionalsClassifier)
     probs = load_bundle_classifier(folder).predict(_waves())
     assert probs.shape == (2, 6) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("key,value", [("lstm_hidden", 10**9), ("lstm_layers", 10**4), ("lstm_hidden", "many"),
+                                       ("dropout", 1.5)])
+def test_head_on_a_pretrained_encoder_refuses_absurd_arguments(tmp_path, key, value):
+    from models.backbone import make_tiny_backbone
+
+    backbone = make_tiny_backbone(tmp_path / "wavlm", "wavlm")
+    model = build_model("wavlm-ultimate", backbone_dir=str(backbone), lstm_hidden=8, attention_hidden=8)
+    folder = save_bundle(tmp_path / "head", model, "wavlm-ultimate")
+    _edit_json(folder, lambda d: d["model"]["args"].__setitem__(key, value))
+    assert "do not fit 'wavlm-ultimate'" in _error(folder)

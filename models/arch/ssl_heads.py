@@ -44,8 +44,9 @@ def _check_head_args(layer_pooling: str, lstm_hidden: int, lstm_layers: int, att
                      dropout: float) -> None:
     if layer_pooling not in LAYER_POOLINGS:
         raise ValueError(f"layer_pooling must be one of {', '.join(LAYER_POOLINGS)}, got {layer_pooling!r}")
-    if lstm_hidden < 1 or lstm_layers < 1 or attention_hidden < 1:
-        raise ValueError("lstm_hidden, lstm_layers and attention_hidden must be >= 1")
+    if not (1 <= lstm_hidden <= 4096 and 1 <= lstm_layers <= 16 and 1 <= attention_hidden <= 4096):
+        raise ValueError("lstm_hidden and attention_hidden must be in [1, 4096], lstm_layers in [1, 16]; got "
+                         f"{lstm_hidden}, {attention_hidden}, {lstm_layers}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
