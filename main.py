@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--headless", action="store_true", help="no window: print results in the terminal")
     mode.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     mode.add_argument("--export-csv", nargs="+", metavar=("TIMELINE", "CSV"),
-                      help="export a session timeline (.jsonl) to CSV (default: same name, .csv) and exit")
+                      help="export a session timeline (.jsonl) to CSV (default: same name, .csv) and exit; "
+                           "replaces only an earlier CSV export, never the timeline or another file")
     mode.add_argument("--review", metavar="TIMELINE", help="GUI: open a recorded session for review")
     src = parser.add_argument_group("input")
     src.add_argument("--input", metavar="FILE", help="replay an audio file (wav, flac, ogg; any rate) "
@@ -55,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--device", metavar="INDEX|NAME", help="input device: index or part of its name "
                      "(see --list-devices); default: the system's default input")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", metavar="PATH", help="timeline file (default: $XDG_DATA_HOME/ved/sessions/"
-                     "ved-YYYYmmdd-HHMMSS.jsonl, i.e. ~/.local/share/ved/sessions)")
+    out.add_argument("--out", metavar="PATH", help="timeline file, which must not exist yet: a recorded session "
+                     "is never overwritten (default: $XDG_DATA_HOME/ved/sessions/ved-YYYYmmdd-HHMMSS.jsonl, "
+                     "i.e. ~/.local/share/ved/sessions)")
     out.add_argument("--show-partials", action="store_true",
                      help="headless: also print the live partial-window results")
     models = parser.add_argument_group("models")
