@@ -7,7 +7,7 @@ Threads (all talk through bounded queues):
   (waits up to utterance_put_timeout_s when full; a drop there is counted and logged);
 * the inference worker (realtime/worker.py) classifies and publishes EmotionPredictions;
 * the speculation thread (realtime/speculation.py, when cfg.speculate) classifies an utterance
-  during the VAD hangover, once its samples are fixed, whenever the worker is idle.
+  during the VAD hangover, once its samples are fixed, when no utterance is queued or running.
 
 Deadline feedback: after each live result the worker leaves a `PartialShown` for the
 segmentation thread, which passes it to the window scheduler before the next block.
@@ -148,7 +148,7 @@ class Engine:
         self._threads = []
         if self.cfg.speculate:
             self._speculator = worker.speculator = Speculator(
-                worker.compute, worker.speculative_model, worker.idle, self.metrics,
+                worker.compute, worker.speculative_model, worker.speculation_allowed, self.metrics,
                 done=lambda: self._abort.is_set() or worker.finished.is_set(), nice=self.cfg.speculation_nice)
             self._threads.append(self._thread("speculation", self._speculator.run))
         self._threads += [self._thread("inference", worker.run), self._thread("segmenter", self._segment_loop)]

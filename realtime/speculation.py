@@ -1,10 +1,10 @@
 """Classifying an utterance during the VAD hangover, on a low-priority thread of its own.
 
 The segmenter says when an utterance's samples can no longer change (`UtteranceFixed`);
-the engine offers that span here (`offer`). The speculation thread classifies it once
-the inference worker is idle, so a speculative job never waits in front of an utterance
-or a partial window, and the OS runs the thread `nice` steps below the others, so a real
-job that arrives meanwhile gets the CPU first. When the `Utterance` arrives, the worker
+the engine offers that span here (`offer`). The speculation thread classifies it once no
+utterance is queued or being classified, so a speculative job never waits in front of an
+utterance, and the OS runs the thread `nice` steps below the others, so a partial window or
+utterance that runs meanwhile gets the CPU first. When the `Utterance` arrives, the worker
 `claim`s the result: same span and same model -> the result is used (the same audio
 array through the same model call, so it is what the worker would have computed);
 otherwise it is discarded. `SpeechResumed` voids the offer (`cancel`). Discards are
@@ -62,7 +62,7 @@ class Speculator:
 
     compute(model, item) -> probabilities [len(model.labels)] (raises on failure);
     choose_model() -> the model the policy would give the next utterance;
-    worker_idle() -> True when the worker has nothing queued or running;
+    worker_idle() -> True when speculative work may start (no utterance queued or running);
     done: set when the speculation thread should exit (worker finished, or abort).
     """
 

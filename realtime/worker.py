@@ -97,7 +97,7 @@ class InferenceWorker:
         self.on_partial_shown = on_partial_shown
         self.speculator = None
         self.finished = threading.Event()
-        self.busy = False
+        self.running_kind: str | None = None   # kind of the item being classified
         self.skipped_stale_partials = 0
         self._orders = {id(fallback): reorder_to_emotions(fallback.labels)}
         if primary is not None:
@@ -106,9 +106,10 @@ class InferenceWorker:
     def queue_depth(self) -> int:
         return self.utterance_q.qsize() + self.partial_q.qsize()
 
-    def idle(self) -> bool:
-        """Nothing running and nothing queued (when speculative work may start)."""
-        return not self.busy and self.queue_depth() == 0
+    def speculation_allowed(self) -> bool:
+        """No utterance queued or being classified: speculative work may start. Partial windows
+        may run meanwhile; the speculation thread runs at a lower OS priority than this one."""
+        return self.running_kind != "utterance" and self.utterance_q.empty()
 
     def speculative_model(self) -> Classifier:
         """The model the policy would give the next utterance (nothing counted)."""
@@ -120,11 +121,11 @@ class InferenceWorker:
             while not self.abort.is_set():
                 item = self._next_item()
                 if item is not None:
-                    self.busy = True
+                    self.running_kind = item.kind
                     try:
                         self._process(item)
                     finally:
-                        self.busy = False
+                        self.running_kind = None
                 elif self.segmentation_done.is_set() and self.utterance_q.empty() and self.partial_q.empty():
                     break
         finally:
