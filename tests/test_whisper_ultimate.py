@@ -169,3 +169,18 @@ def test_frame_pooling_ignores_padding():
     alone, _ = pool_frames(feats[1:, :, :7], lengths[1:], 4)
     assert torch.allclose(pooled[1, :, :2], alone[0])
     assert torch.allclose(pooled[1, :, 1], feats[1, :, 4:7].mean(1))  # last group: 3 valid frames only
+
+
+def test_probe_pools_mean_and_std_of_the_last_state(tmp_path):
+    from train.whisper_probe import pooled_last_state
+
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((frames, 5, 4)).astype(np.float16) for frames in (3, 7)]
+    paths = []
+    for i, clip in enumerate(clips):
+        paths.append(tmp_path / f"{i}.npy")
+        np.save(paths[-1], clip)
+    pooled = pooled_last_state(paths)
+    assert pooled.shape == (2, 8) and pooled.dtype == np.float32
+    last = clips[1][:, -1].astype(np.float32)
+    assert np.allclose(pooled[1], np.concatenate([last.mean(0), last.std(0)]), atol=1e-6)
