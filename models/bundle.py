@@ -138,6 +138,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"bundle.json cannot store {type(value).__name__} values")
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding one object (bundle.json, ensemble.json) -> dict; anything else is a BundleError."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise BundleError(f"cannot read {path}: {err}") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{path} must hold a JSON object, found {type(doc).__name__}")
+    return doc
+
+
 def read_bundle_json(bundle_dir: str | Path) -> dict[str, Any]:
     """Parse and validate bundle.json (format, kind, model name, labels, sample rate) -> format-2 dict.
 
@@ -154,15 +167,7 @@ def read_bundle_json(bundle_dir: str | Path) -> dict[str, Any]:
         present = [f for f in WEIGHT_FILES.values() if (folder / f).is_file()]
         missing = [BUNDLE_JSON] + ([] if present else ["model.safetensors or model.joblib"])
         raise BundleError(f"bundle {folder} is missing {' and '.join(missing)}")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise BundleError(
-            f"{json_path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BundleError(f"cannot read {json_path}: {err}") from None
-    if not isinstance(meta, dict):
-        raise BundleError(f"{json_path} must hold a JSON object, found {type(meta).__name__}")
+    meta = read_json_object(json_path)
     version = meta.get("format_version")
     if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise BundleError(f"{json_path} has format_version {version!r}; this VED reads format_version "

@@ -27,7 +27,7 @@ from torch import nn
 
 from models.backbone import BackboneError, sharing_frozen_backbones
 from models.bundle import (BUNDLE_JSON, ENSEMBLE_JSON, WEIGHT_FILES, BundleError, file_hash,
-                           read_bundle_json, upgrade_state_v1)
+                           read_bundle_json, read_json_object, upgrade_state_v1)
 from models.classifier import Classifier
 from models.contract import shares_frontend
 from models.device import DeviceError, resolve_device
@@ -235,14 +235,7 @@ def read_ensemble_json(folder: Path) -> dict[str, Any]:
         raise BundleError(f"ensemble folder not found: {folder}")
     if not path.is_file():
         raise BundleError(f"{folder} has no {ENSEMBLE_JSON}; not an ensemble folder")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{path} is not valid JSON (line {err.lineno}: {err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BundleError(f"cannot read {path}: {err}") from None
-    if not isinstance(doc, dict):
-        raise BundleError(f"{path} must hold a JSON object")
+    doc = read_json_object(path)
     if doc.get("format_version") != ENSEMBLE_FORMAT_VERSION or doc.get("kind") != "ensemble":
         raise BundleError(f"{path} needs format_version {ENSEMBLE_FORMAT_VERSION} and kind \"ensemble\", "
                           f"found {doc.get('format_version')!r} / {doc.get('kind')!r}")
