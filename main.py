@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = parser.add_argument_group("models")
     models.add_argument("--model", metavar="FOLDER|NAME", help="fast model: bundle folder or registry name "
                         "(default: models/default/, the trained log-mel model)")
-    models.add_argument("--primary", metavar="FOLDER", help="accurate model (e.g. WavLM ensemble folder); "
-                        "the fast model takes over whenever it misses the latency budget")
+    models.add_argument("--primary", metavar="FOLDER|none", help="accurate model: an ensemble or bundle folder "
+                        "(default: models/primary/, the Whisper-encoder ensemble, when it is installed); the fast "
+                        "model takes over whenever it misses the latency budget; 'none' runs on the fast model alone")
     models.add_argument("--backbone", "--backbone-dir", dest="backbone_dir", metavar="FOLDER|HUB_ID",
                         help="pretrained backbone for --primary (overrides the one recorded in the ensemble): "
                         "a local folder, or a hub id such as microsoft/wavlm-base-plus read from the Hugging Face "
@@ -191,7 +192,8 @@ def run_gui_mode(args: argparse.Namespace) -> int:
     gui_args = argparse.Namespace(
         device=args.device, file=args.input, model="wavlm-ensemble" if args.primary else "default",
         window_s=args.plot_window_s, sessions_dir=str(Path(args.out).parent) if args.out else None,
-        ensemble_dir=args.primary, backbone_dir=args.backbone_dir, session=args.review)
+        ensemble_dir=str(args.primary) if args.primary else None, backbone_dir=args.backbone_dir,
+        session=args.review)
     return run_gui(gui_engine_factory(engine_config(args), args.model, args.compute), gui_args)
 
 
@@ -230,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             from models.hub import resolve_backbone  # a folder, or a hub id through the HF cache
 
             args.backbone_dir = str(resolve_backbone(args.backbone_dir))
+        from realtime.wiring import resolve_primary
+
+        args.primary = resolve_primary(args.primary)
         return run_headless(args) if args.headless else run_gui_mode(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

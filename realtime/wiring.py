@@ -18,6 +18,8 @@ from realtime.timeline import TimelineWriter, default_timeline_path
 APP_VERSION = "0.1.0"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "default"
+DEFAULT_PRIMARY_DIR = REPO_ROOT / "models" / "primary"
+NO_PRIMARY = "none"
 GUI_MODEL_CHOICES = ("default", "wavlm-ensemble")
 
 
@@ -53,6 +55,19 @@ def resolve_bundle_dir(spec: str | os.PathLike | None) -> Path:
         hint = " (train it with `python -m train`, or pass --model FOLDER)" if path == DEFAULT_BUNDLE_DIR else ""
         raise BundleError(f"model bundle not found: {path}{hint}")
     return path
+
+
+def resolve_primary(spec: str | os.PathLike | None) -> Path | None:
+    """--primary value -> the accurate model's folder, or None to run on the fast model alone.
+
+    None -> models/primary/ when it is installed (holds ensemble.json or bundle.json), else None;
+    "none" -> None; anything else -> that folder (checked when the engine loads it)."""
+    if spec is None:
+        installed = any((DEFAULT_PRIMARY_DIR / name).is_file() for name in ("ensemble.json", "bundle.json"))
+        return DEFAULT_PRIMARY_DIR if installed else None
+    if str(spec).lower() == NO_PRIMARY:
+        return None
+    return Path(spec).expanduser()
 
 
 def load_model(spec: str | os.PathLike | None, compute: str = "auto",

@@ -109,3 +109,16 @@ def test_help_explains_units_and_list_devices_runs():
     listed = run_main("--list-devices")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr
     assert "index" in listed.stdout or "no audio input devices" in listed.stdout
+
+
+def test_primary_defaults_to_the_installed_folder_and_none_switches_it_off(tmp_path, monkeypatch):
+    import realtime.wiring as wiring
+
+    monkeypatch.setattr(wiring, "DEFAULT_PRIMARY_DIR", tmp_path / "primary")
+    assert wiring.resolve_primary(None) is None            # nothing installed: fast model alone
+    (tmp_path / "primary").mkdir()
+    assert wiring.resolve_primary(None) is None            # an empty folder is not an installed model
+    (tmp_path / "primary" / "ensemble.json").write_text("{}")
+    assert wiring.resolve_primary(None) == tmp_path / "primary"
+    assert wiring.resolve_primary("none") is None and wiring.resolve_primary("None") is None
+    assert wiring.resolve_primary(str(tmp_path / "x")) == tmp_path / "x"
