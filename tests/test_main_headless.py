@@ -89,7 +89,7 @@ def test_user_errors_exit_2_with_one_line(bundle, speech_file, tmp_path):
         (("--input", not_audio, "--model", bundle), "cannot read notes.wav as audio"),
         (("--input", speech_file, "--model", tmp_path / "no-bundle"), "model bundle not found"),
         (("--input", speech_file, "--model", bundle, "--out", blocker / "s.jsonl"), "cannot create timeline folder"),
-        (("--input", speech_file, "--model", bundle, "--hop-ms", "0"), "hop_ms must be > 0"),
+        (("--input", speech_file, "--model", bundle, "--hop-ms", "0"), "hop_ms must be in (0, 60000] ms"),
         (("--device", "no-such-microphone-xyz", "--model", bundle), "input device"),
     ]
     for args, fragment in cases:
