@@ -41,10 +41,11 @@ import numpy as np
 
 from bench.report import TargetCheck, machine_info, markdown_table, targets_table
 
-BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "whisper_ensemble", "pipeline_ensemble", "speculation", "soak",
-              "train_cv")
+BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "whisper_ensemble", "pipeline_ensemble", "speculation",
+              "crema_replay", "soak", "train_cv")
 # Benchmarks whose code lives in another benchmark's module.
-MODULE_OF = {"pipeline_ensemble": "pipeline", "speculation": "pipeline", "whisper_ensemble": "ensemble"}
+MODULE_OF = {"pipeline_ensemble": "pipeline", "speculation": "pipeline", "whisper_ensemble": "ensemble",
+             "crema_replay": "pipeline"}
 CONFORMERS = ("conformer-v1", "conformer-v3.1", "conformer-v3.2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -286,6 +287,31 @@ def run_speculation(ctx: BenchContext, module) -> BenchOutcome:
     return BenchOutcome("speculation", "ok", table=module.speculation_table(result), checks=checks, result=result)
 
 
+def run_crema_replay(ctx: BenchContext, module) -> BenchOutcome:
+    """The shipped pair on English speech: CREMA-D clips replayed in real time (10 min; --quick 1 min)
+    with the primary (--primary, else models/primary/) and the fast model as its fallback."""
+    from realtime.wiring import resolve_primary
+
+    primary = ctx.primary_dir or resolve_primary(None)
+    if primary is None:
+        return BenchOutcome("crema_replay", "not available", error="no primary: pass --primary or install models/primary/")
+    duration_s = 60.0 if ctx.quick else 600.0
+    result = module.run(duration_s=duration_s, classifiers="primary+fallback", model_dir=ctx.model_dir,
+                        primary_dir=str(primary), data_dir=ctx.data_dir, threads=ctx.threads, corpus="crema-d")
+    n_4s = result["primary_utterances_upto_4s"]
+    checks = [
+        TargetCheck("primary, utterance <= 4 s available -> result p95 (CREMA-D replay)",
+                    result["primary_latency_upto_4s_p95_ms"] if n_4s else None, "<=", 150, "ms",
+                    f"{n_4s} primary utterances up to 4 s; primary compute p95 {result['primary_compute_p95_ms']} ms"),
+        TargetCheck("fallback share, real-time CREMA-D replay", result["fallback_share"], "<=", 0.05, "",
+                    f"{duration_s / 60:.0f} min, {result['clips']} clips; utterances per model {result['models']}"),
+        TargetCheck("dropped utterances, real-time CREMA-D replay", result["dropped_utterances"], "==", 0, "",
+                    f"{result['utterances']} utterances"),
+    ]
+    result["primary_dir"] = str(primary)
+    return BenchOutcome("crema_replay", "ok", table=module.table(result), checks=checks, result=result)
+
+
 def run_soak(ctx: BenchContext, module) -> BenchOutcome:
     result = module.run(minutes=ctx.soak_minutes, pace=ctx.soak_pace, model_dir=ctx.model_dir,
                         data_dir=ctx.data_dir, threads=ctx.threads, reload_hours=2.0)
@@ -321,7 +347,7 @@ def run_train_cv(ctx: BenchContext, module) -> BenchOutcome:
 RUNNERS: dict[str, Callable[[BenchContext, Any], BenchOutcome]] = {
     "vad_cost": run_vad_cost, "model_speed": run_model_speed, "pipeline": run_pipeline,
     "ensemble": run_ensemble, "whisper_ensemble": run_whisper_ensemble, "pipeline_ensemble": run_pipeline_ensemble,
-    "speculation": run_speculation, "soak": run_soak, "train_cv": run_train_cv}
+    "speculation": run_speculation, "crema_replay": run_crema_replay, "soak": run_soak, "train_cv": run_train_cv}
 
 
 def run_one(name: str, ctx: BenchContext) -> BenchOutcome:

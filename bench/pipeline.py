@@ -48,12 +48,23 @@ DEFAULT_DATA = Path(os.environ.get("VED_SHARED_DATA", Path(__file__).resolve().p
 CLASSIFIER_CHOICES = ("fallback", "primary+fallback")
 
 
-def write_replay_file(path: Path, duration_s: float, data_dir: Path = DEFAULT_DATA, seed: int = 0) -> int:
-    """EmoDB clips with random silences up to duration_s -> WAV at 22,050 Hz. Returns clips used."""
-    files = sorted((data_dir / "emodb" / "wav").glob("*.wav"))
+REPLAY_CORPORA = {"emodb": ("emodb/wav", "*.wav"), "crema-d": ("crema-d/AudioFLAC", "*.flac")}
+
+
+def write_replay_file(path: Path, duration_s: float, data_dir: Path = DEFAULT_DATA, seed: int = 0,
+                      corpus: str = "emodb") -> int:
+    """Clips of `corpus` (REPLAY_CORPORA) with random silences up to duration_s -> WAV at the
+    corpus's rate (EmoDB 22,050 Hz in name order; CREMA-D 16 kHz, shuffled by `seed` so actors and
+    emotions mix). Returns clips used."""
+    if corpus not in REPLAY_CORPORA:
+        raise ValueError(f"unknown replay corpus {corpus!r}; choose one of: {', '.join(REPLAY_CORPORA)}")
+    folder, pattern = REPLAY_CORPORA[corpus]
+    files = sorted((data_dir / folder).glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no EmoDB clips under {data_dir / 'emodb' / 'wav'} (set VED_SHARED_DATA)")
+        raise FileNotFoundError(f"no {corpus} clips under {data_dir / folder} (set VED_SHARED_DATA)")
     rng = np.random.default_rng(seed)
+    if corpus == "crema-d":
+        files = [files[i] for i in rng.permutation(len(files))]
     parts, total, rate, used = [], 0, 22_050, 0
     while total < duration_s * rate:
         audio, rate = sf.read(str(files[used % len(files)]), dtype="float32")
@@ -155,7 +166,7 @@ def _percentiles(values: list[float]) -> tuple[float, float, float]:
 
 def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str | None = None,
         primary_dir: str | None = None, data_dir: Path = DEFAULT_DATA, threads: int = 2,
-        speculate: bool = True) -> dict:
+        speculate: bool = True, corpus: str = "emodb") -> dict:
     """Replay `duration_s` of speech in real time through the engine; returns the figures as a dict.
 
     classifiers: "fallback" (the fast model only) or "primary+fallback" (primary_dir, or a second
@@ -179,7 +190,7 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
     cfg = EngineConfig(compute_device="cpu", speculate=speculate)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "replay.wav"
-        clips = write_replay_file(wav, duration_s, data_dir)
+        clips = write_replay_file(wav, duration_s, data_dir, corpus=corpus)
         source = _TimedSource(FileSource(wav, pace="realtime"))
         timeline = _TimedTimeline(Path(tmp) / "session.jsonl", {"bench": "pipeline"})
         process = psutil.Process()
@@ -226,6 +237,8 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
             intervals.append((written_at - previous[1]) * 1000.0)
         previous = (p, written_at)
     engine_p50, engine_p95, engine_max = _percentiles([p.latency_ms for p, _ in utterances])
+    primary_upto_4s = [p.latency_ms for p, _ in utterances
+                       if primary is not None and p.model == primary.name and p.end_s - p.start_s <= 4.0]
     eos_p50, eos_p95, eos_max = _percentiles(to_written)
     speculated = summary.speculative_used + summary.speculative_discarded
     compute = {"fast_model": fallback.times_ms, "primary": primary.times_ms if primary else []}
@@ -240,6 +253,8 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         "end_of_speech_to_written_max_ms": round(eos_max, 1),
         "end_of_speech_to_written_primary_p95_ms": round(_percentiles(primary_to_written)[1], 1),
         "primary_utterances": len(primary_to_written), "hangover_ms": cfg.vad.hangover_ms,
+        "primary_latency_upto_4s_p95_ms": round(_percentiles(primary_upto_4s)[1], 1),
+        "primary_utterances_upto_4s": len(primary_upto_4s), "corpus": corpus,
         **{f"{name}_compute_{stat}_ms": round(value, 1) for name, times in compute.items()
            for stat, value in zip(("p50", "p95"), _percentiles(times)[:2])},
         "speculate": speculate, "speculative_used": summary.speculative_used,

@@ -116,3 +116,21 @@ def test_train_cv_bench_replays_the_recorded_recipe_as_cv(tmp_path):
     bundle.write_text(json.dumps({"training": {}}))
     with pytest.raises(FileNotFoundError, match="records no training command"):
         train_cv.recorded_command(bundle)
+
+
+def test_crema_replay_file_is_16k_and_reproducible(shared_data, tmp_path):
+    import soundfile as sf
+
+    from bench.pipeline import write_replay_file
+
+    if not (shared_data / "crema-d" / "AudioFLAC").is_dir():
+        pytest.skip("shared CREMA-D audio not found")
+    wav = tmp_path / "replay.wav"
+    clips = write_replay_file(wav, 30.0, shared_data, seed=1, corpus="crema-d")
+    info = sf.info(str(wav))
+    assert info.samplerate == 16_000 and abs(info.duration - 30.0) < 0.01
+    assert 5 <= clips <= 15  # 2-3 s clips with 0.8-2 s gaps
+    assert write_replay_file(tmp_path / "again.wav", 30.0, shared_data, seed=1, corpus="crema-d") == clips
+    assert sf.read(str(wav))[0].tobytes() == sf.read(str(tmp_path / "again.wav"))[0].tobytes()
+    with pytest.raises(ValueError, match="choose one of"):
+        write_replay_file(wav, 1.0, shared_data, corpus="tess")
