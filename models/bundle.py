@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from models.classifier import SAMPLE_RATE_HZ
+from models.contract import FunctionalsModel, TrainableModel
 from models.labels import EMOTIONS
 from models.registry import UnknownModelError, get_spec
 
@@ -69,11 +70,6 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def _feature_config(model: Any) -> dict[str, Any]:
-    describe = getattr(model, "feature_config", None)
-    return describe() if callable(describe) else {}
-
-
 def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any] | None = None) -> Path:
     """Write `model` (an nn.Module or a functionals classifier) as a format-2 bundle folder; return its path.
 
@@ -91,8 +87,9 @@ def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any]
         if isinstance(model, nn.Module) and isinstance(inner, nn.Module):
             model = inner
     kind = "torch" if isinstance(model, nn.Module) else "sklearn"
-    if not callable(getattr(model, "model_args", None)):
-        raise TypeError(f"{type(model).__name__} has no model_args(); cannot bundle it")
+    if not isinstance(model, (TrainableModel, FunctionalsModel)):
+        raise TypeError(f"{type(model).__name__} is neither a TrainableModel nor a FunctionalsModel "
+                        "(models/contract.py); cannot bundle it")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHT_FILES[kind]
@@ -114,7 +111,7 @@ def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any]
         "kind": kind,
         "model": {"name": name, "args": model.model_args()},
         "labels": list(EMOTIONS),
-        "feature": meta.pop("feature", None) or _feature_config(model),
+        "feature": meta.pop("feature", None) or model.feature_config(),
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "fold": meta.pop("fold", None),
         "metrics": meta.pop("metrics", {}),

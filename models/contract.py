@@ -2,7 +2,8 @@
 
 Every torch registry model (log-mel nets in models/arch/, heads on pretrained
 encoders) is a `TrainableModel`; the ones whose front end can be computed once
-and cached (frozen backbones) are also a `CacheableFrontEnd`. Code asks these
+and cached (frozen backbones) are also a `CacheableFrontEnd`. The classical models
+on openSMILE functionals (models/svm.py) are `FunctionalsModel`s. Code asks these
 questions through the helpers below, never with hasattr/getattr probes.
 
     functionals_set        openSMILE set the third forward input holds ("eGeMAPSv02", "ComParE_2016"),
@@ -58,6 +59,23 @@ class CacheableFrontEnd(Protocol):
                           lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def forward_features(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class FunctionalsModel(Protocol):
+    """A scikit-learn style classifier on openSMILE functionals (models/svm.py), bundled as kind "sklearn".
+
+    fit(X [N, F], y [N]); predict_proba(X [N, F]) -> [N, 6]; classes_ [K] class indices."""
+
+    functionals_set: str
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Any: ...
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+    def model_args(self) -> dict[str, Any]: ...
+
+    def feature_config(self) -> dict[str, Any]: ...
 
 
 def shares_frontend(model: Any) -> bool:

@@ -29,7 +29,7 @@ from models.backbone import BackboneError, sharing_frozen_backbones
 from models.bundle import (BUNDLE_JSON, ENSEMBLE_JSON, WEIGHT_FILES, BundleError, file_hash,
                            read_bundle_json, read_json_object, upgrade_state_v1)
 from models.classifier import Classifier
-from models.contract import shares_frontend
+from models.contract import FunctionalsModel, shares_frontend
 from models.device import DeviceError, resolve_device
 from models.ensemble import EnsembleClassifier
 from models.labels import EMOTIONS
@@ -107,10 +107,9 @@ def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) 
 def _check_feature(model: Any, meta: dict[str, Any], folder: Path) -> None:
     """The analysis settings stored in bundle.json must equal those the code computes for this model."""
     stored = meta.get("feature")
-    describe = getattr(model, "feature_config", None)
-    if not (isinstance(stored, dict) and stored and callable(describe)):
+    if not (isinstance(stored, dict) and stored):
         return  # nothing recorded (older heads): the architecture arguments already decide the features
-    code = json.loads(json.dumps(describe()))
+    code = json.loads(json.dumps(model.feature_config()))
     flat_stored = {**stored, **(stored.get("functionals") if isinstance(stored.get("functionals"), dict) else {})}
     flat_code = {**code, **(code.get("functionals") if isinstance(code.get("functionals"), dict) else {})}
     differs = [f"{key} {flat_stored[key]!r} (this code: {flat_code[key]!r})" for key in _ANALYSIS_KEYS
@@ -144,8 +143,8 @@ def _load_sklearn(folder: Path, meta: dict[str, Any]) -> Any:
     except (EOFError, pickle.UnpicklingError, ValueError, KeyError, IndexError, AttributeError,
             ModuleNotFoundError, OSError) as err:
         raise BundleError(f"{weights} is corrupt or truncated ({type(err).__name__}: {err})") from None
-    if not callable(getattr(model, "predict_proba", None)):
-        raise BundleError(f"{weights} does not hold a classifier with predict_proba")
+    if not isinstance(model, FunctionalsModel):  # the pickle may hold anything
+        raise BundleError(f"{weights} does not hold a classifier on openSMILE functionals (models/svm.py)")
     classes = [int(c) for c in getattr(model, "classes_", [])]
     if not classes or any(c < 0 or c >= len(EMOTIONS) for c in classes):
         raise BundleError(f"{weights} was trained on class indices {classes}, not 0..{len(EMOTIONS) - 1}")

@@ -278,3 +278,17 @@ def test_head_on_a_pretrained_encoder_refuses_absurd_arguments(tmp_path, key, va
     folder = save_bundle(tmp_path / "head", model, "wavlm-ultimate")
     _edit_json(folder, lambda d: d["model"]["args"].__setitem__(key, value))
     assert "do not fit 'wavlm-ultimate'" in _error(folder)
+
+
+def test_every_registry_model_meets_its_protocol(tmp_path):
+    from models.backbone import make_tiny_backbone
+    from models.contract import CacheableFrontEnd, FunctionalsModel, TrainableModel
+
+    for name in ("cnn", "transformer", "conformer-v1", "doublestream-v4"):
+        model = build_model(name)
+        assert isinstance(model, TrainableModel) and not isinstance(model, CacheableFrontEnd), name
+    head = build_model("wavlm-ultimate", backbone_dir=str(make_tiny_backbone(tmp_path / "w", "wavlm")))
+    assert isinstance(head, TrainableModel) and isinstance(head, CacheableFrontEnd) and head.frontend_cacheable
+    assert isinstance(build_model("compare-logreg"), FunctionalsModel)
+    with pytest.raises(TypeError, match="cannot bundle it"):
+        save_bundle(tmp_path / "x", torch.nn.Linear(2, 2), "cnn")
