@@ -254,12 +254,15 @@ def run_pipeline_ensemble(ctx: BenchContext, module) -> BenchOutcome:
 
 
 def run_speculation(ctx: BenchContext, module) -> BenchOutcome:
-    """Fast model and primary, each with and without classifying during the VAD hangover."""
+    """Fast model and primary, each with and without classifying during the VAD hangover. The
+    primary: --primary, else models/primary/ when installed, else a generated WavLM ensemble."""
     from bench.ensemble import write_fixture
+    from realtime.wiring import resolve_primary
 
     duration_s = 30.0 if ctx.quick else 90.0
-    if ctx.primary_dir:
-        primary, kind = ctx.primary_dir, f"primary {ctx.primary_dir}"
+    installed = ctx.primary_dir or resolve_primary(None)
+    if installed:
+        primary, kind = str(installed), f"primary {installed}"
     else:
         primary = str(write_fixture(ctx.scratch / "speculation-primary", heads=5, tiny=ctx.quick))
         kind = "5-head WavLM ensemble, " + ("tiny" if ctx.quick else "base-plus-shaped") + " random backbone"
@@ -401,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override the soak pace (default: realtime with --soak-minutes, else fast)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--primary", metavar="FOLDER", help="primary bundle or ensemble folder for the speculation "
-                        "benchmark (default: a generated 5-head WavLM ensemble with random weights)")
+                        "and crema_replay benchmarks (default: models/primary/ when installed; speculation "
+                        "otherwise generates a 5-head WavLM ensemble with random weights)")
     return parser
 
 
