@@ -8,7 +8,8 @@ then logistic regression, on the same folds as `python -m train cv` and its feat
 The encoder states come from the whisper-ultimate cache for the same model args (computed
 when missing), so the probe sees exactly what the BiLSTM heads saw. Writes the run-folder
 layout `python -m train report` reads: folds.json, fold{k}/metrics.json, cv_metrics.json.
-A probe has no early stopping: every fold trains on all of its training actors.
+Like every row of the CREMA-D table, each fold leaves the same 20 % validation actors of its
+training half out (`validation_split`, as `train cv` does); a probe has no early stopping to use them for.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def run_probe(ns: argparse.Namespace) -> dict:
     from train.distributed import DistInfo
     from train.evaluate import score, summarise_folds
     from train.feature_cache import cached_feature_data
-    from train.folds import make_folds, write_folds_json
+    from train.folds import make_folds, validation_split, write_folds_json
     from train.loop import TrainConfig
     from train.reports import write_json
     from train.runs import RunSpec, load_run_data
@@ -75,7 +76,8 @@ def run_probe(ns: argparse.Namespace) -> dict:
     results, walls = [], []
     for fold in folds:
         fold_started = time.monotonic()
-        preds = _fit_predict(features[fold.train_idx], labels[fold.train_idx], features[fold.test_idx], ns.C)
+        fit_idx, _ = validation_split(clips, fold.train_idx, ns.seed + fold.index, ns.val_fraction)
+        preds = _fit_predict(features[fit_idx], labels[fit_idx], features[fold.test_idx], ns.C)
         oof[fold.test_idx] = preds
         result = score(labels[fold.test_idx], preds)
         results.append(result)
@@ -83,7 +85,8 @@ def run_probe(ns: argparse.Namespace) -> dict:
         (out / f"fold{fold.index}").mkdir(exist_ok=True)
         write_json(out / f"fold{fold.index}" / "metrics.json", {
             "model": PROBE_NAME, "fold": fold.index, "eval": result.to_dict(), "val": None,
-            "validation": {"note": "no validation split: logistic regression on every training actor"},
+            "validation": {"val_fraction": ns.val_fraction,
+                           "note": "validation actors left out of training, unused (no early stopping)"},
             "history": [], "best_epoch": None, "test_speakers": fold.test_speakers,
             "test_predictions": preds.tolist(), "wall_time_s": walls[-1]})
         print(f"fold {fold.index + 1}/{len(folds)}: test macro-F1 {result.macro_f1:.3f}", flush=True)
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="fold seed (default 0, as `python -m train cv`)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="whisper-ultimate args that decide the cached states (encoder=..., frame_pool=...)")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="share of training actors left out, as `train cv` (default 0.2; 0 = train on all)")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     p.add_argument("--cache-dir", type=Path, required=True, metavar="DIR", help="whisper-ultimate feature cache")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default 1)")
