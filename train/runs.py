@@ -237,6 +237,12 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                               "test_speakers": fold.test_speakers, "test_predictions": preds.tolist(),
                               "wall_time_s": fold_seconds[fold.index]})
             plot_confusion(result, fold_dir / "confusion.png", f"{spec.model} fold {fold.index}")
+    if model is None and len(fold_results) == len(folds):
+        # Every fold came from disk (--fold jobs, then --resume): ask an untrained build whether the
+        # heads share one frozen front end, so ensemble.json still says so.
+        from models.registry import build_model
+
+        shared_backbone = bool(getattr(build_model(spec.model, **spec.model_args), "frozen_backbone", False))
     if len(fold_results) < len(folds):
         _say(f"{len(fold_results)} of {len(folds)} folds finished; once all are, run the same command with "
              "--resume and without --fold to write the CV summary")
