@@ -190,9 +190,9 @@ def run_gui_mode(args: argparse.Namespace) -> int:
     from realtime.wiring import gui_engine_factory
 
     gui_args = argparse.Namespace(
-        device=args.device, file=args.input, model="wavlm-ensemble" if args.primary else "default",
+        device=args.device, file=args.input, model="primary" if args.primary else "default",
         window_s=args.plot_window_s, sessions_dir=str(Path(args.out).parent) if args.out else None,
-        ensemble_dir=str(args.primary) if args.primary else None, backbone_dir=args.backbone_dir,
+        primary_dir=str(args.primary) if args.primary else None, backbone_dir=args.backbone_dir,
         session=args.review)
     return run_gui(gui_engine_factory(engine_config(args), args.model, args.compute), gui_args)
 

@@ -6,16 +6,19 @@ The GUI never imports torch: everything that loads models lives behind the facto
 Engine factory contract
 -----------------------
     engine_factory(source, model_choice, listener, *, timeline_path,
-                   ensemble_dir=None, backbone_dir=None) -> Engine
+                   primary_dir=None, backbone_dir=None) -> Engine
 
 * source: `int` = input device index (microphone, as listed by
   realtime.devices.list_input_devices()); `str` = path of an audio file to
   replay at real-time pace (FileSource(path, pace="realtime")); `None` = the
   default input device.
-* model_choice: "default" (the shipped bundle, models/default/) or
-  "wavlm-ensemble" (then ensemble_dir and backbone_dir are passed: folders the
-  user chose and the GUI checked: ensemble.json / config.json, weights,
-  preprocessor_config.json present).
+* model_choice: "default" (the shipped fast bundle, models/default/) or
+  "primary" (then primary_dir and backbone_dir are passed: folders the user or
+  main.py chose and the GUI checked from their JSON: ensemble.json + member
+  bundle.json files, or one bundle.json; a backbone folder with config.json,
+  weights and preprocessor_config.json only when the members record one, i.e.
+  WavLM / Wav2Vec2 heads; Whisper heads need none, backbone_dir may be None).
+  The engine runs the primary with the default model as its fallback.
 * listener: pass it to Engine(listener=...); it is thread-safe and never blocks.
 * timeline_path: where the engine's TimelineWriter must write this session
   (chosen by the GUI in realtime.timeline.sessions_dir() or args.sessions_dir).
@@ -31,10 +34,11 @@ Engine factory contract
 args (an argparse.Namespace; every attribute optional):
   device (int | str | None): preselect an input device by index or name;
   file (str | None): replay this audio file as soon as the window opens;
-  model (str): "default" or "wavlm-ensemble";
+  model (str): "default" or "primary" (the old key "wavlm-ensemble" still works);
   window_s (float): visible seconds of the live plot;
   sessions_dir (str | None): folder for session timelines;
-  ensemble_dir / backbone_dir (str | None): WavLM ensemble folders;
+  primary_dir (str | None): the primary's folder (main.py: --primary, default models/primary/);
+  backbone_dir (str | None): backbone folder for WavLM / Wav2Vec2 primaries;
   session (str | None): a timeline to open for review at start-up.
 """
 from __future__ import annotations
@@ -60,22 +64,24 @@ def build_window(engine_factory: Callable[..., Any], args: Any = None, settings:
     """
     from PyQt5.QtCore import QSettings
 
+    from gui.controls import LEGACY_MODEL_KEYS
     from gui.main_window import MainWindow
 
     if settings is None:
         settings = QSettings(SETTINGS_ORGANISATION, SETTINGS_APPLICATION)
     window = MainWindow(engine_factory, settings, sessions_dir=_option(args, "sessions_dir"),
                         preferred_device=_option(args, "device"))
-    ensemble_dir = _option(args, "ensemble_dir")
+    primary_dir = _option(args, "primary_dir")
     backbone_dir = _option(args, "backbone_dir")
-    if ensemble_dir or backbone_dir:
-        window._apply_model_folders(ensemble_dir or window.ensemble_dir, backbone_dir or window.backbone_dir)
+    if primary_dir or backbone_dir:
+        window._apply_model_folders(str(primary_dir or window.primary_dir), str(backbone_dir or window.backbone_dir))
     model = _option(args, "model")
     if model:
         window.controls.select_model(str(model))
-        if window.controls.model_choice() != model:
-            window.status.set_error(f"model {model!r} is not available; using {window.controls.model_choice()}"
-                                    " (set the WavLM folders in Settings → Model folders)")
+        if window.controls.model_choice() != LEGACY_MODEL_KEYS.get(str(model), str(model)):
+            window.status.set_error(f"model {model!r} is not available; using "
+                                    f"{window.controls.model_combo.currentText()} (check the primary's folder "
+                                    "in Settings → Model folders)")
     window_s = _option(args, "window_s")
     if window_s:
         window.controls.window_spin.setValue(float(window_s))

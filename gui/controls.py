@@ -8,11 +8,14 @@ from pathlib import Path
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QStatusBar,
                              QToolButton, QWidget)
 
+from gui.model_folders import PRIMARY_UNSET_TITLE
 from gui.widgets import LevelMeter, SpaceIsStartStop, SpeechIndicator
 from realtime.devices import DeviceError, InputDevice, list_input_devices, rescan_devices
 
 DEFAULT_BUNDLE_JSON = Path(__file__).resolve().parent.parent / "models" / "default" / "bundle.json"
-LEGACY_MODEL_KEYS = {"conformer": "default"}  # saved settings from before the default became doublestream-v4
+# Keys saved by older VEDs: "conformer" before the default became doublestream-v4,
+# "wavlm-ensemble" before the primary could be any ensemble (Whisper heads too).
+LEGACY_MODEL_KEYS = {"conformer": "default", "wavlm-ensemble": "primary"}
 
 
 def default_model_title(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> str:
@@ -26,7 +29,7 @@ def default_model_title(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> str:
 
 def model_choices(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> tuple[tuple[str, str], ...]:
     """(key, title) of the model selector; keys are what gui/app.py's engine factory receives."""
-    return (("default", default_model_title(bundle_json)), ("wavlm-ensemble", "WavLM ensemble (its folders)"))
+    return (("default", default_model_title(bundle_json)), ("primary", PRIMARY_UNSET_TITLE))
 
 
 def query_input_devices(rescan: bool) -> tuple[list[InputDevice], str]:
@@ -79,10 +82,11 @@ class ControlBar(QWidget):
         self.model_combo = QComboBox()
         for key, title in model_choices():
             self.model_combo.addItem(title, key)
-        self.model_combo.setToolTip("WavLM ensemble: choose its folders in Settings → Model folders")
+        self.model_combo.setToolTip("the fast default model, or the accurate primary (its folder: "
+                                    "Settings → Model folders); the fast model is the primary's fallback")
         self.settings_button = QToolButton()
         self.settings_button.setText("…")
-        self.settings_button.setToolTip("Model folders (WavLM ensemble and backbone)")
+        self.settings_button.setToolTip("Model folders (the primary, and a backbone for WavLM heads)")
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start/stop listening (space bar)")
         self.start_button.setMinimumWidth(90)
@@ -127,21 +131,24 @@ class ControlBar(QWidget):
         row = self.device_combo.currentIndex()
         return self.devices[row] if 0 <= row < len(self.devices) else None
 
-    def set_ensemble_available(self, available: bool) -> None:
-        """Enable or disable the WavLM ensemble entry (falls back to the default log-mel model when disabled)."""
-        row = self.model_combo.findData("wavlm-ensemble")
+    def set_primary(self, title: str, available: bool) -> None:
+        """Title the primary entry (e.g. "whisper-ultimate tiny.en ×5 (primary)") and enable or
+        disable it (the selection falls back to the default model when disabled)."""
+        row = self.model_combo.findData("primary")
+        self.model_combo.setItemText(row, title)
         self.model_combo.model().item(row).setEnabled(available)
         if not available and self.model_combo.currentIndex() == row:
             self.model_combo.setCurrentIndex(self.model_combo.findData("default"))
 
-    def ensemble_available(self) -> bool:
-        row = self.model_combo.findData("wavlm-ensemble")
+    def primary_available(self) -> bool:
+        row = self.model_combo.findData("primary")
         return self.model_combo.model().item(row).isEnabled()
 
     def model_choice(self) -> str:
         return str(self.model_combo.currentData())
 
     def select_model(self, key: str) -> None:
+        """Select by key ("default", "primary" or a legacy key) when that entry is enabled."""
         row = self.model_combo.findData(LEGACY_MODEL_KEYS.get(key, key))
         if row >= 0 and self.model_combo.model().item(row).isEnabled():
             self.model_combo.setCurrentIndex(row)

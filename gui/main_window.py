@@ -23,7 +23,8 @@ from gui.controls import ControlBar, StatusFields, query_input_devices
 from gui.plots import EmotionPlot, PlotConfig
 from gui.review import SessionFileError, copy_session, export_session_csv, load_session, overview
 from gui.session import EngineFactory, SessionController, new_session_path
-from gui.settings_dialog import ModelFoldersDialog, ensemble_usable
+from gui.model_folders import primary_title, primary_usable
+from gui.settings_dialog import ModelFoldersDialog
 from gui.widgets import CurrentEmotionView, ProbabilityPanel, UtteranceTable
 from realtime.types import DropNotice, EmotionPrediction, EngineStatus, LevelUpdate, SessionSummary
 
@@ -150,8 +151,9 @@ class MainWindow(QMainWindow):
         self.controls.window_spin.setValue(window_s)
         self.plot.set_window_s(self.controls.window_spin.value())
         self.refresh_devices(rescan=False, preferred=preferred_device)
-        self._apply_model_folders(str(self.settings.value("models/ensemble_dir", "")),
-                                  str(self.settings.value("models/backbone_dir", "")))
+        # "models/ensemble_dir": the key older VEDs saved the (WavLM) primary under
+        primary_dir = self.settings.value("models/primary_dir", self.settings.value("models/ensemble_dir", ""))
+        self._apply_model_folders(str(primary_dir), str(self.settings.value("models/backbone_dir", "")))
         self.controls.select_model(str(self.settings.value("models/choice", "default")))
         self.controls.smooth_check.setChecked(str(self.settings.value("plot/smoothed", "false")).lower() == "true")
 
@@ -164,7 +166,7 @@ class MainWindow(QMainWindow):
         if device is not None:
             self.settings.setValue("input/device_name", device.name)
         self.settings.setValue("models/choice", self.controls.model_choice())
-        self.settings.setValue("models/ensemble_dir", self.ensemble_dir)
+        self.settings.setValue("models/primary_dir", self.primary_dir)
         self.settings.setValue("models/backbone_dir", self.backbone_dir)
         self.settings.sync()
 
@@ -177,13 +179,13 @@ class MainWindow(QMainWindow):
         if error:
             self.status.set_error(error)
 
-    def _apply_model_folders(self, ensemble_dir: str, backbone_dir: str) -> None:
-        self.ensemble_dir, self.backbone_dir = ensemble_dir, backbone_dir
-        self.controls.set_ensemble_available(ensemble_usable(ensemble_dir, backbone_dir))
+    def _apply_model_folders(self, primary_dir: str, backbone_dir: str) -> None:
+        self.primary_dir, self.backbone_dir = primary_dir, backbone_dir
+        self.controls.set_primary(primary_title(primary_dir), primary_usable(primary_dir, backbone_dir))
 
     def open_model_folders(self) -> ModelFoldersDialog:
-        dialog = ModelFoldersDialog(self.ensemble_dir, self.backbone_dir, self)
-        dialog.accepted.connect(lambda: self._apply_model_folders(dialog.ensemble_dir, dialog.backbone_dir))
+        dialog = ModelFoldersDialog(self.primary_dir, self.backbone_dir, self)
+        dialog.accepted.connect(lambda: self._apply_model_folders(dialog.primary_dir, dialog.backbone_dir))
         dialog.open()
         return dialog
 
@@ -212,10 +214,10 @@ class MainWindow(QMainWindow):
             return
         self._reset_live_view()
         model_choice = self.controls.model_choice()
-        options = ({"ensemble_dir": self.ensemble_dir, "backbone_dir": self.backbone_dir or None}
-                   if model_choice == "wavlm-ensemble" else {})
+        options = ({"primary_dir": self.primary_dir, "backbone_dir": self.backbone_dir or None}
+                   if model_choice == "primary" else {})
         self.session_path = str(new_session_path(self.sessions_dir))
-        self.status.set_state("starting", f"loading {model_choice}")
+        self.status.set_state("starting", f"loading {self.controls.model_combo.currentText()}")
         self.session.start(source, model_choice, self.session_path, options)
 
     def stop_session(self) -> None:

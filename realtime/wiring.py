@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "default"
 DEFAULT_PRIMARY_DIR = REPO_ROOT / "models" / "primary"
 NO_PRIMARY = "none"
-GUI_MODEL_CHOICES = ("default", "wavlm-ensemble")
+GUI_MODEL_CHOICES = ("default", "primary")
 
 
 def torch_device(compute: str) -> str | None:
@@ -149,22 +149,23 @@ def build_engine(source: AudioSource, fallback: Classifier, cfg: EngineConfig,
 def gui_engine_factory(cfg: EngineConfig, fallback_spec: str | None = None,
                        compute: str = "auto") -> Callable[..., Engine]:
     """The factory gui/app.py expects:
-    factory(source, model_choice, listener, *, timeline_path, ensemble_dir=None, backbone_dir=None) -> Engine.
-    The fallback bundle is loaded once and reused across sessions."""
+    factory(source, model_choice, listener, *, timeline_path, primary_dir=None, backbone_dir=None) -> Engine.
+    "primary" runs primary_dir with the fallback bundle under the latency budget; the fallback
+    bundle is loaded once and reused across sessions."""
     cache: dict[str, Classifier] = {}
 
     def factory(source: str | int | None, model_choice: str, listener: Callable[[object], None], *,
-                timeline_path: str | os.PathLike, ensemble_dir: str | None = None,
+                timeline_path: str | os.PathLike, primary_dir: str | None = None,
                 backbone_dir: str | None = None) -> Engine:
         if model_choice not in GUI_MODEL_CHOICES:
             raise ValueError(f"unknown model choice {model_choice!r}; choose {' or '.join(GUI_MODEL_CHOICES)}")
+        if model_choice == "primary" and not primary_dir:
+            raise ValueError("the primary model needs its folder (Settings → Model folders)")
         audio = make_source(source, pace="realtime")
         if "fallback" not in cache:
             cache["fallback"] = load_model(fallback_spec, compute)
-        primary_dir = ensemble_dir if model_choice == "wavlm-ensemble" else None
-        if model_choice == "wavlm-ensemble" and not ensemble_dir:
-            raise ValueError("the WavLM ensemble needs its folder (Settings → Model folders)")
-        return build_engine(audio, cache["fallback"], cfg, timeline_path, listener, primary_dir=primary_dir,
+        return build_engine(audio, cache["fallback"], cfg, timeline_path, listener,
+                            primary_dir=primary_dir if model_choice == "primary" else None,
                             backbone_dir=backbone_dir, compute=compute,
                             fallback_dir=resolve_bundle_dir(fallback_spec))
 

@@ -267,7 +267,7 @@ def test_gui_factory_contract(classifier, speech, tmp_path):
     with pytest.raises(ValueError, match="unknown model choice"):
         factory(str(speech["gapped"]), "svm", EventLog(), timeline_path=tmp_path / "x.jsonl")
     with pytest.raises(ValueError, match="needs its folder"):
-        factory(str(speech["gapped"]), "wavlm-ensemble", EventLog(), timeline_path=tmp_path / "y.jsonl")
+        factory(str(speech["gapped"]), "primary", EventLog(), timeline_path=tmp_path / "y.jsonl")
     log = EventLog()
     engine = factory(str(speech["gapped"]), "default", log, timeline_path=tmp_path / "gui.jsonl")
     assert not engine.wait(0)                     # built, not started

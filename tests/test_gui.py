@@ -19,7 +19,8 @@ from PyQt5.QtWidgets import QDialog, QFileDialog  # noqa: E402
 
 from gui.app import build_window  # noqa: E402
 from gui.plots import PlotConfig, SeriesBuffer  # noqa: E402
-from gui.settings_dialog import ModelFoldersDialog, check_backbone_folder  # noqa: E402
+from gui.model_folders import check_backbone_folder  # noqa: E402
+from gui.settings_dialog import ModelFoldersDialog  # noqa: E402
 from models.labels import EMOTIONS  # noqa: E402
 from realtime.devices import InputDevice  # noqa: E402
 from realtime.timeline import TimelineWriter, load_timeline  # noqa: E402
@@ -28,6 +29,8 @@ from realtime.types import EmotionPrediction, SessionSummary  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
 ENGINE_THREAD_PREFIXES = ("ved-inference", "ved-segmenter", "ved-file-reader", "ved-gui-")
+# A WavLM head's bundle.json as far as the GUI reads it: its model args record a backbone folder.
+WAVLM_MEMBER = json.dumps({"model": {"name": "wavlm-ultimate", "args": {"backbone_dir": "/elsewhere/wavlm-base-plus"}}})
 
 
 # ---------------------------------------------------------------- fixtures
@@ -121,7 +124,7 @@ def test_window_builds_with_six_curves_and_the_default_model(qtbot, settings, tm
     assert window.controls.model_choice() == "default"
     shipped = json.loads((REPO_ROOT / "models" / "default" / "bundle.json").read_text())["model"]["name"]
     assert window.controls.model_combo.currentText() == f"{shipped} (default)"  # named by what it is
-    assert not window.controls.ensemble_available()
+    assert not window.controls.primary_available()
     assert window.phase == "idle"
     assert not window.actions["save_as"].isEnabled()
 
@@ -324,7 +327,7 @@ def test_settings_dialog_rejects_incomplete_backbone_naming_missing_files(qtbot,
     (ensemble / "fold0").mkdir(parents=True)
     (ensemble / "ensemble.json").write_text(json.dumps({"format_version": 1, "kind": "ensemble",
                                                         "members": ["fold0"]}))
-    (ensemble / "fold0" / "bundle.json").write_text("{}")
+    (ensemble / "fold0" / "bundle.json").write_text(WAVLM_MEMBER)
     backbone = tmp_path / "wavlm-base-plus"
     backbone.mkdir()
     (backbone / "config.json").write_text("{}")
@@ -340,10 +343,10 @@ def test_settings_dialog_rejects_incomplete_backbone_naming_missing_files(qtbot,
     (backbone / "model.safetensors").write_bytes(b"x")
     assert check_backbone_folder(str(backbone)).ok
     dialog.accept()
-    assert dialog.result() == QDialog.Accepted and dialog.ensemble_enabled
+    assert dialog.result() == QDialog.Accepted and dialog.primary_enabled
 
 
-def test_ensemble_entry_enabled_only_with_valid_folders_and_settings_remembered(qtbot, settings, tmp_path):
+def test_wavlm_primary_entry_enabled_only_with_valid_folders_and_settings_remembered(qtbot, settings, tmp_path):
     ensemble, backbone = tmp_path / "ens", tmp_path / "bb"
     ensemble.mkdir()
     backbone.mkdir()
@@ -357,31 +360,31 @@ def test_ensemble_entry_enabled_only_with_valid_folders_and_settings_remembered(
     window.sessions_dir = str(tmp_path / "sessions")
     qtbot.addWidget(window)
     window._apply_model_folders(str(ensemble), str(backbone))
-    assert not window.controls.ensemble_available()
+    assert not window.controls.primary_available()
     (ensemble / "m").mkdir()
-    (ensemble / "m" / "bundle.json").write_text("{}")
+    (ensemble / "m" / "bundle.json").write_text(WAVLM_MEMBER)
     (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"]}))
     for name in ("config.json", "preprocessor_config.json", "pytorch_model.bin"):
         (backbone / name).write_text("{}")
     window._apply_model_folders(str(ensemble), str(backbone))
-    assert window.controls.ensemble_available()
+    assert window.controls.primary_available()
     window._apply_model_folders(str(ensemble), "")  # no backbone chosen and none recorded
-    assert not window.controls.ensemble_available()
+    assert not window.controls.primary_available()
     (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"],
                                                         "backbone_dir": str(backbone)}))
     window._apply_model_folders(str(ensemble), "")  # the one recorded at training time is complete
-    assert window.controls.ensemble_available()
-    window.controls.select_model("wavlm-ensemble")
+    assert window.controls.primary_available()
+    window.controls.select_model("primary")
     window.start_session("talk.wav")
     qtbot.waitUntil(lambda: window.phase == "idle" and len(calls) == 1, timeout=5_000)
-    assert calls[0][:2] == ("talk.wav", "wavlm-ensemble")
-    assert calls[0][2]["ensemble_dir"] == str(ensemble) and calls[0][2]["backbone_dir"] is None
+    assert calls[0][:2] == ("talk.wav", "primary")
+    assert calls[0][2]["primary_dir"] == str(ensemble) and calls[0][2]["backbone_dir"] is None
     assert window.status.error.text() == "ValueError: recorded only"
     window.controls.window_spin.setValue(120)
     window.save_settings()
     again = build_window(lambda *a, **k: None, None, settings)
     qtbot.addWidget(again)
-    assert again.controls.model_choice() == "wavlm-ensemble"
+    assert again.controls.model_choice() == "primary"
     assert again.controls.window_spin.value() == 120 and again.plot.window_s == 120
 
 
