@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any, Callable
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 
@@ -182,11 +183,9 @@ def run_headless(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_gui_mode(args: argparse.Namespace) -> int:
-    try:
-        from gui.app import run_gui
-    except ImportError as err:
-        raise UsageError(f"the desktop window is unavailable ({err}); use --headless") from None
+def gui_launch(args: argparse.Namespace) -> tuple[Callable[..., Any], argparse.Namespace]:
+    """(engine factory, window args) for gui/app.py from parsed args whose --primary is resolved;
+    also used by scripts/screenshot.py, so the README screenshot shows what `python main.py` runs."""
     from realtime.wiring import gui_engine_factory
 
     gui_args = argparse.Namespace(
@@ -194,7 +193,15 @@ def run_gui_mode(args: argparse.Namespace) -> int:
         window_s=args.plot_window_s, sessions_dir=str(Path(args.out).parent) if args.out else None,
         primary_dir=str(args.primary) if args.primary else None, backbone_dir=args.backbone_dir,
         session=args.review)
-    return run_gui(gui_engine_factory(engine_config(args), args.model, args.compute), gui_args)
+    return gui_engine_factory(engine_config(args), args.model, args.compute), gui_args
+
+
+def run_gui_mode(args: argparse.Namespace) -> int:
+    try:
+        from gui.app import run_gui
+    except ImportError as err:
+        raise UsageError(f"the desktop window is unavailable ({err}); use --headless") from None
+    return run_gui(*gui_launch(args))
 
 
 # The project's own exception types for a user mistake or unusable input (one-line message,
