@@ -198,9 +198,13 @@ def gui_launch(args: argparse.Namespace) -> tuple[Callable[..., Any], argparse.N
 
 def run_gui_mode(args: argparse.Namespace) -> int:
     try:
-        from gui.app import run_gui
+        from gui.app import check_display, run_gui
     except ImportError as err:
         raise UsageError(f"the desktop window is unavailable ({err}); use --headless") from None
+    try:
+        check_display()
+    except ValueError as err:  # no display: a user's set-up problem, one line, not a traceback
+        raise UsageError(str(err)) from None
     return run_gui(*gui_launch(args))
 
 

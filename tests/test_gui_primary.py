@@ -185,6 +185,15 @@ def test_main_hands_the_resolved_primary_to_the_window(qtbot, settings, monkeypa
     assert window.controls.model_choice() == ("default" if given == "none" else "primary")
 
 
+def test_main_without_a_display_is_one_error_line(monkeypatch, capsys):
+    monkeypatch.setattr(ved_main.sys, "platform", "linux")
+    for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    assert ved_main.main(["--primary", "none"]) == ved_main.EXIT_USER
+    err = capsys.readouterr().err
+    assert err.startswith("error: no display found") and "xvfb-run" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.skipif(not (EXAMPLE_RUN / "ensemble.json").is_file(), reason=f"no finished Whisper run at {EXAMPLE_RUN}")
 def test_a_real_whisper_cv_run_folder_is_a_usable_primary():
     assert primary_title(str(EXAMPLE_RUN)) == WHISPER_TITLE
