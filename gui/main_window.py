@@ -20,10 +20,10 @@ from PyQt5.QtWidgets import (QAction, QFileDialog, QMainWindow, QMessageBox, QSh
 
 from gui.bridge import EngineBridge
 from gui.controls import ControlBar, StatusFields, query_input_devices
+from gui.model_folders import primary_title, primary_usable
 from gui.plots import EmotionPlot, PlotConfig
 from gui.review import SessionFileError, copy_session, export_session_csv, load_session, overview
 from gui.session import EngineFactory, SessionController, new_session_path
-from gui.model_folders import primary_title, primary_usable
 from gui.settings_dialog import ModelFoldersDialog
 from gui.widgets import CurrentEmotionView, ProbabilityPanel, UtteranceTable
 from realtime.types import DropNotice, EmotionPrediction, EngineStatus, LevelUpdate, SessionSummary
