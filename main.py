@@ -13,6 +13,7 @@ stops there, its timeline is kept, and stderr says where), 130 interrupted befor
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -65,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = parser.add_argument_group("models")
     models.add_argument("--model", metavar="FOLDER|NAME", help="fast model: bundle folder or registry name "
                         "(default: models/default/, the trained log-mel model)")
-    models.add_argument("--primary", metavar="FOLDER|none", help="accurate model: an ensemble or bundle folder "
-                        "(default: models/primary/, the Whisper-encoder ensemble, when it is installed); the fast "
-                        "model takes over whenever it misses the latency budget; 'none' runs on the fast model alone")
+    models.add_argument("--primary", metavar="FOLDER|none", default=os.environ.get("VED_PRIMARY"),
+                        help="accurate model: an ensemble or bundle folder (default: $VED_PRIMARY if set, else "
+                        "models/primary/, the Whisper-encoder ensemble, when it is installed); the fast model takes "
+                        "over whenever it misses the latency budget; 'none' runs on the fast model alone")
     models.add_argument("--backbone", "--backbone-dir", dest="backbone_dir", metavar="FOLDER|HUB_ID",
                         help="pretrained backbone for --primary (overrides the one recorded in the ensemble): "
                         "a local folder, or a hub id such as microsoft/wavlm-base-plus read from the Hugging Face "

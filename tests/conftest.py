@@ -15,6 +15,9 @@ SHARED_DATA = Path(os.environ.get("VED_SHARED_DATA", REPO_ROOT.parent / "shared"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# main.py runs on the fast model alone unless a test passes --primary: tests of the fast path must
+# not load the installed Whisper ensemble (models/primary/) in every subprocess.
+os.environ.setdefault("VED_PRIMARY", "none")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -122,3 +122,13 @@ def test_primary_defaults_to_the_installed_folder_and_none_switches_it_off(tmp_p
     assert wiring.resolve_primary(None) == tmp_path / "primary"
     assert wiring.resolve_primary("none") is None and wiring.resolve_primary("None") is None
     assert wiring.resolve_primary(str(tmp_path / "x")) == tmp_path / "x"
+
+
+def test_ved_primary_sets_the_default_and_the_option_overrides_it(monkeypatch):
+    from main import build_parser
+
+    monkeypatch.setenv("VED_PRIMARY", "/some/ensemble")
+    assert build_parser().parse_args([]).primary == "/some/ensemble"
+    assert build_parser().parse_args(["--primary", "none"]).primary == "none"
+    monkeypatch.delenv("VED_PRIMARY")
+    assert build_parser().parse_args([]).primary is None
