@@ -149,3 +149,14 @@ def test_frozen_cv_trains_on_cached_augmented_copies(emodb_subset, tiny_wavlm, t
     meta = json.loads((run / "fold0" / "bundle.json").read_text())
     assert meta["training"]["cached_augment_copies"] == 1
     assert meta["training"]["augment"]["reverb_prob"] > 0
+
+
+def test_fold_jobs_then_a_collecting_resume_still_give_a_shared_ensemble(emodb_subset, tiny_wavlm, tmp_path):
+    run, cache = tmp_path / "run", str(tmp_path / "cache")
+    for fold in ("0", "1"):
+        _train_cv(emodb_subset, tiny_wavlm, run, "--cache-dir", cache, "--fold", fold)
+    assert not (run / "ensemble.json").exists()
+    _train_cv(emodb_subset, tiny_wavlm, run, "--cache-dir", cache, "--resume")  # trains nothing, collects
+    assert json.loads((run / "ensemble.json").read_text())["shared_backbone"] is True
+    ensemble = load_classifier(str(run), "cpu")
+    assert isinstance(ensemble, EnsembleClassifier) and ensemble.shared
