@@ -85,3 +85,4 @@ def test_fold_count_cell(tmp_path, done):
     _fake_cv_run(tmp_path / "r", "cnn", done, 0.6, 2)
     row = next(line for line in comparison_table([tmp_path / "r"]).splitlines() if line.startswith("| `"))
     assert f"{len(done)} of 5 (partial)" in row
+    assert ("(one fold, no spread)" in row) == (len(done) == 1)  # a single fold has no ± to show

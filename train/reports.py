@@ -176,7 +176,8 @@ def comparison_table(run_dirs: list[Path]) -> str:
         folds = f"**{r['done']} of {r['k']} (partial)**" if partial else str(r["k"])
         oof = r["oof"]
         per_class = [f"{oof.per_class[lab].f1:.2f}" if lab in oof.per_class else "n/a" for lab in labels]
-        cells = [f"`{r['model']}`{r['args']} ({Path(r['run']).name})", folds, f"{r['f1']:.3f} ± {r['f1_std']:.3f}", delta,
+        spread = f"{r['f1']:.3f} (one fold, no spread)" if r["done"] == 1 else f"{r['f1']:.3f} ± {r['f1_std']:.3f}"
+        cells = [f"`{r['model']}`{r['args']} ({Path(r['run']).name})", folds, spread, delta,
                  f"{oof.macro_f1:.3f}", f"{oof.accuracy:.3f}", f"{oof.uar:.3f}", *per_class,
                  _epochs_cell(r["epochs"]), _hours(r["wall_s"])]
         lines.append("| " + " | ".join(cells) + " |")
