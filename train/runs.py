@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
+from models.contract import shares_frontend
 from models.labels import EMOTIONS
 from models.registry import get_spec
 from train.datasets import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
@@ -119,15 +121,14 @@ def _check_scorable(result: LoadResult) -> None:
 
 
 def _functionals_set(spec: RunSpec) -> str | None:
-    """The openSMILE set the model reads (classical models and log-mel models that declare
-    needs_egemaps; built once to ask), else None. Pretrained-backbone models never need
-    functionals, and building one would load the backbone."""
+    """The openSMILE set the model reads (its `functionals_set`, models.contract; built once to ask),
+    else None. Pretrained-backbone models never need functionals, and building one would load the backbone."""
     from models.registry import build_model, get_spec
 
     if get_spec(spec.model).family not in ("logmel", "classical"):
         return None
     model = build_model(spec.model, **spec.model_args)
-    return model.functionals_set if getattr(model, "needs_egemaps", False) else None
+    return model.functionals_set
 
 
 def _training_meta(spec: RunSpec, extra: dict | None = None) -> dict:
@@ -164,7 +165,7 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
 
 def _predict(model: Any, data: ClipData) -> np.ndarray:
     """Probabilities [N, 6] from a trained torch model or the eGeMAPS SVM."""
-    if hasattr(model, "predict_proba"):
+    if not isinstance(model, nn.Module):  # a functionals classifier (models/svm.py)
         return np.asarray(model.predict_proba(data.egemaps), dtype=np.float32)
     return predict_proba(model, data)
 
@@ -217,7 +218,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         fold_started = time.monotonic()
         fit_idx, val_idx = validation_split(clips, fold.train_idx, spec.train.seed + fold.index, spec.val_fraction)
         model, info = _fit_one(spec, data, clips, fit_idx, val_idx, fold_dir)
-        shared_backbone = bool(getattr(model, "frozen_backbone", False))
+        shared_backbone = shares_frontend(model)
         preds = _predict(model, data.subset(fold.test_idx)).argmax(1)
         oof[fold.test_idx] = preds
         result = score(data.labels[fold.test_idx], preds)
@@ -242,7 +243,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         # heads share one frozen front end, so ensemble.json still says so.
         from models.registry import build_model
 
-        shared_backbone = bool(getattr(build_model(spec.model, **spec.model_args), "frozen_backbone", False))
+        shared_backbone = shares_frontend(build_model(spec.model, **spec.model_args))
     if len(fold_results) < len(folds):
         _say(f"{len(fold_results)} of {len(folds)} folds finished; once all are, run the same command with "
              "--resume and without --fold to write the CV summary")
