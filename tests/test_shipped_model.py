@@ -1,5 +1,6 @@
-"""The shipped model (models/default) still works: it scores well above chance on a fixed set of
-clips of the corpus it was trained on, against a threshold derived from its own recorded CV.
+"""The shipped models (models/default, the fast model; models/primary, the accurate ensemble) still
+work: each scores well above chance on a fixed set of clips of the corpus it was trained on,
+against a threshold derived from its own recorded CV.
 
 Nothing here names a corpus or a score: the bundle's provenance (`data.dataset`, `data.root`,
 `data.speakers`) says which clips it learned from, and its `cv_metrics.json` (or `metrics.cv`)
@@ -21,12 +22,25 @@ import pytest
 
 from conftest import SHARED_DATA
 from models.labels import EMOTIONS
-from realtime.wiring import DEFAULT_BUNDLE_DIR
+from realtime.wiring import DEFAULT_BUNDLE_DIR, DEFAULT_PRIMARY_DIR
 
 CLIPS_PER_CLASS = 6
 CHANCE = 1.0 / len(EMOTIONS)
 MARGIN_BELOW_CV = 0.15
 MARGIN_ABOVE_CHANCE = 0.25
+SHIPPED = {"fast model": DEFAULT_BUNDLE_DIR, "primary": DEFAULT_PRIMARY_DIR}
+
+
+def shipped_meta(folder: Path) -> dict:
+    """bundle.json of a single bundle, or of an ensemble's first member (the members share the
+    corpus; their speakers are that member's training speakers)."""
+    if (folder / "ensemble.json").is_file():
+        first = json.loads((folder / "ensemble.json").read_text())["members"][0]
+        return json.loads((folder / first / "bundle.json").read_text())
+    bundle_json = folder / "bundle.json"
+    if not bundle_json.is_file():
+        pytest.fail(f"no shipped model: {bundle_json} is missing")
+    return json.loads(bundle_json.read_text())
 
 
 def recorded_cv_macro_f1(folder: Path, meta: dict) -> float:
@@ -100,25 +114,24 @@ def held_in_clips(meta: dict) -> list[tuple[Path, str]]:
     return chosen
 
 
-def test_shipped_model_scores_well_above_chance_on_its_training_corpus():
-    from sklearn.metrics import f1_score
-
+@pytest.mark.parametrize("role", SHIPPED)
+def test_shipped_model_scores_well_above_chance_on_its_training_corpus(role):
     from realtime.wiring import load_model
     from train.datasets import load_wave_16k
 
-    bundle_json = DEFAULT_BUNDLE_DIR / "bundle.json"
-    if not bundle_json.is_file():
-        pytest.fail(f"no shipped model: {bundle_json} is missing")
-    meta = json.loads(bundle_json.read_text())
-    cv = recorded_cv_macro_f1(DEFAULT_BUNDLE_DIR, meta)
+    folder = SHIPPED[role]
+    meta = shipped_meta(folder)
+    cv = recorded_cv_macro_f1(folder, meta)
     clips = held_in_clips(meta)
-    classifier = load_model(None, compute="cpu")
+    classifier = load_model(str(folder), compute="cpu")
     probs = classifier.predict([load_wave_16k(path) for path, _ in clips])   # one batch: ~2x faster
     assert probs.shape == (len(clips), len(EMOTIONS)) and np.isfinite(probs).all()
     predicted = [EMOTIONS[i] for i in probs.argmax(axis=1)]
     truth = [label for _, label in clips]
+    from sklearn.metrics import f1_score
+
     score = f1_score(truth, predicted, labels=list(EMOTIONS), average="macro", zero_division=0)
     floor = max(cv - MARGIN_BELOW_CV, CHANCE + MARGIN_ABOVE_CHANCE)
-    print(f"shipped model: macro-F1 {score:.3f} on {len(clips)} held-in clips (recorded CV {cv:.3f}, floor {floor:.3f})")
-    assert score >= floor, (f"the shipped model scores macro-F1 {score:.3f} on {len(clips)} clips of its own training "
+    print(f"shipped {role}: macro-F1 {score:.3f} on {len(clips)} held-in clips (recorded CV {cv:.3f}, floor {floor:.3f})")
+    assert score >= floor, (f"the shipped {role} scores macro-F1 {score:.3f} on {len(clips)} clips of its own training "
                             f"corpus; its recorded CV is {cv:.3f}, so at least {floor:.3f} was expected")
