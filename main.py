@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--latency-budget-ms", type=float, default=300.0,
                         help="p95 end-of-utterance-to-result latency the primary must keep (ms; default 300)")
     win = parser.add_argument_group("live windows and voice activity detection")
-    win.add_argument("--hop-ms", type=int, default=500, help="time between live partial windows (ms; default 500)")
+    win.add_argument("--hop-ms", type=int, default=500, help="longest gap between live partial-window updates "
+                     "while someone speaks (ms; default 500); windows are cut early enough for their results to "
+                     "arrive within it")
     win.add_argument("--window-ms", type=int, default=2000, help="length of a live partial window (ms; "
                      "default 2000)")
     win.add_argument("--no-partials", action="store_true", help="classify whole utterances only")
