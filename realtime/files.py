@@ -20,7 +20,7 @@ from typing import Callable, TextIO
 def replace_atomically(path: str | os.PathLike, write: Callable[[TextIO], None], newline: str | None = None) -> None:
     """Write a text file through `write(handle)` and move it over `path` atomically.
 
-    The temporary file (".NAME.XXXX.tmp" beside the target) is removed when anything fails;
+    The temporary file (".NAME.<random>.tmp" beside the target) is removed when anything fails;
     OSError propagates for the caller to word.
     """
     target = Path(path)
