@@ -229,8 +229,13 @@ def run_ensemble(ctx: BenchContext, module) -> BenchOutcome:
 
 
 def run_whisper_ensemble(ctx: BenchContext, module) -> BenchOutcome:
-    """5-head whisper-ultimate ensembles (tiny.en, base; one shared encoder pass) beside the fast model."""
-    result = module.run_whisper(ctx.model_dir, seconds=4.0, repeats=10 if ctx.quick else 40)
+    """5-head whisper-ultimate ensembles (tiny.en, base; one shared encoder pass) and the primary
+    (--primary, else models/primary/ when installed) beside the fast model."""
+    from realtime.wiring import resolve_primary
+
+    primary = ctx.primary_dir or resolve_primary(None)
+    trained = {f"primary ({Path(primary).name})": str(primary)} if primary else None
+    result = module.run_whisper(ctx.model_dir, seconds=4.0, repeats=10 if ctx.quick else 40, trained=trained)
     fast = next((r for r in result["rows"] if r["model"] == "fast model"), None)
     checks = [TargetCheck(f"{r['model']}, 4 s utterance p95", round(r["ms_p95"], 1), "<=", result["target_p95_ms"],
                           "ms", f"fast model p95 {fast['ms_p95']:.0f} ms in the same run" if fast else "")

@@ -216,10 +216,10 @@ def _whisper_timings(ensembles: dict[str, str], fast_dir: str | None, seconds: f
     """Fresh process, THREADS torch threads: every classifier loaded, calls interleaved round-robin."""
     import torch
 
-    from models.loader import load_bundle_classifier, load_ensemble
+    from models.loader import load_bundle_classifier, load_classifier
 
     torch.set_num_threads(THREADS)
-    classifiers = {label: load_ensemble(folder, "cpu") for label, folder in ensembles.items()}
+    classifiers = {label: load_classifier(folder, "cpu") for label, folder in ensembles.items()}
     if fast_dir:
         classifiers["fast model"] = load_bundle_classifier(fast_dir, "cpu")
     clip, note = speech_clip(seconds)
@@ -241,15 +241,15 @@ def _whisper_timings(ensembles: dict[str, str], fast_dir: str | None, seconds: f
 
 
 def run_whisper(fast_dir: str | None, seconds: float = 4.0, repeats: int = 40, heads: int = 5,
-                encoders: tuple[str, ...] = WHISPER_ENCODERS, ensembles: dict[str, str] | None = None) -> dict[str, Any]:
-    """p50/p95 per utterance of K-head whisper-ultimate ensembles (one shared encoder pass) beside the
-    fast model, same process, same clip. ensembles: label -> trained ensemble folder; default: K
-    untrained heads per encoder (the same compute as trained ones)."""
+                encoders: tuple[str, ...] = WHISPER_ENCODERS, trained: dict[str, str] | None = None) -> dict[str, Any]:
+    """p50/p95 per utterance of K-head whisper-ultimate ensembles (one shared pass per encoder) beside
+    the fast model, same process, same clip: K untrained heads per encoder (the same compute as trained
+    ones), plus `trained`: label -> trained ensemble folder (e.g. the installed primary)."""
     with tempfile.TemporaryDirectory(prefix="ved-bench-whisper-") as tmp:
-        if ensembles is None:
-            ensembles = {f"whisper-ultimate {enc}, {heads} heads (untrained heads)": str(_save_heads(
-                Path(tmp) / enc, "whisper-ultimate", {"encoder": enc, "frame_pool": WHISPER_FRAME_POOL}, heads, None))
-                for enc in encoders}
+        ensembles = {f"whisper-ultimate {enc}, {heads} heads (untrained heads)": str(_save_heads(
+            Path(tmp) / enc, "whisper-ultimate", {"encoder": enc, "frame_pool": WHISPER_FRAME_POOL}, heads, None))
+            for enc in encoders}
+        ensembles.update(trained or {})
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             timing = pool.submit(_whisper_timings, ensembles, fast_dir, seconds, repeats).result()

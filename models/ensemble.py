@@ -6,11 +6,13 @@ An ensemble folder (written by `python -m train cv`) holds
                      "shared_backbone": bool, "backbone_dir": str | null}
     fold0/ ...      one ordinary bundle per member (bundle.json + weights)
 
-When every member is a head on the same frozen backbone (wavlm-ultimate in
-frozen mode), the backbone is loaded once and each batch goes through it once;
-its hidden states feed all K heads ("shared" mode). Otherwise every member
-runs on its own ("separate" mode: K backbone passes for fine-tuned SSL models,
-or any mix of log-mel / SVM members). `describe()` says which.
+When every member is a head on a frozen backbone (wavlm-ultimate in frozen
+mode, whisper-ultimate), each distinct front end is loaded once and each batch
+goes through it once; its states feed every head on it ("shared" mode). A fused
+ensemble of heads on two encoders (tiny.en and base) costs two encoder passes,
+not one per head. Otherwise every member runs on its own ("separate" mode: K
+backbone passes for fine-tuned SSL models, or any mix of log-mel / SVM
+members). `describe()` says which.
 
 This module is the runtime class only; models/loader.py (`load_ensemble`)
 reads the folder, checks every member and builds it.
@@ -32,7 +34,8 @@ class EnsembleClassifier(Classifier):
     """Mean of K members' probabilities. Build it with models.loader.load_ensemble.
 
     heads: the K frozen-backbone heads in shared mode (one frontend pass per
-    batch), else empty. members: K Classifiers in separate mode, else empty.
+    batch and distinct `frontend_key()`), else empty. members: K Classifiers in
+    separate mode, else empty.
     """
 
     def __init__(self, name: str, device: str, labels: tuple[str, ...], heads: list[nn.Module],
@@ -43,6 +46,10 @@ class EnsembleClassifier(Classifier):
         self.device = device
         self.labels = labels
         self.heads = [head.to(device).eval() for head in heads]
+        groups: dict[str, list[nn.Module]] = {}
+        for head in self.heads:
+            groups.setdefault(head.frontend_key(), []).append(head)
+        self._groups = list(groups.values())
         self.members = members
         self._pin = device.startswith("cuda")
         self._hash = hashlib.sha256("|".join(member_hashes).encode()).hexdigest()[:12]
@@ -56,6 +63,11 @@ class EnsembleClassifier(Classifier):
         return len(self.heads) or len(self.members)
 
     @property
+    def frontend_passes(self) -> int:
+        """Front-end passes per batch: distinct front ends in shared mode, else one per member."""
+        return len(self._groups) if self.shared else len(self.members)
+
+    @property
     def checkpoint_hash(self) -> str:
         return self._hash
 
@@ -67,10 +79,13 @@ class EnsembleClassifier(Classifier):
             return np.mean([m.predict(waveforms) for m in self.members], axis=0).astype(np.float32)
         arrays = [np.asarray(w, dtype=np.float32).reshape(-1) for w in waveforms]
         wave, lengths = pad_batch(arrays, device=self.device, pin_memory=self._pin)
+        member_probs = []
         with torch.inference_mode():
-            feats, feat_lengths = self.heads[0].frontend_features(wave, lengths)
-            probs = torch.stack([torch.softmax(head.forward_features(feats, feat_lengths).float(), dim=-1)
-                                 for head in self.heads]).mean(dim=0)
+            for group in self._groups:
+                feats, feat_lengths = group[0].frontend_features(wave, lengths)
+                member_probs += [torch.softmax(head.forward_features(feats, feat_lengths).float(), dim=-1)
+                                 for head in group]
+            probs = torch.stack(member_probs).mean(dim=0)
         return probs.cpu().numpy().astype(np.float32, copy=False)
 
     def member_probabilities(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
@@ -89,8 +104,10 @@ class EnsembleClassifier(Classifier):
         return probs
 
     def describe(self) -> str:
-        if self.shared:
+        if self.shared and self.frontend_passes == 1:
             how = "one shared backbone pass feeding all heads"
+        elif self.shared:
+            how = f"{self.frontend_passes} shared backbone passes, one per encoder"
         else:
             how = f"{self.size} separate passes"
         return f"{self.name}: ensemble of {self.size} ({how}) on {self.device} [{self._hash}]"

@@ -295,9 +295,9 @@ def load_ensemble(ensemble_dir: str | Path, device: str | None = None, backbone_
             resolved = _resolve_backbone_dir(recorded, backbone_dir, doc.get("backbone_dir"), path)
             torch_models.append(_load_torch(path, meta, resolved))
     all_torch = len(torch_models) == len(metas)
+    # Heads on frozen front ends share them: one pass per distinct front end (models/ensemble.py).
     sharing = all_torch and bool(doc.get("shared_backbone")) and all(shares_frontend(m) for m in torch_models)
-    can_share = sharing and len({m.frontend_key() for m in torch_models}) == 1
-    if can_share:
+    if sharing:
         ensemble = EnsembleClassifier(name, device, member_labels, torch_models, [], hashes)
     else:
         members = [_wrap(torch_models[i] if i < len(torch_models) else _load_member(path, meta, backbone_dir),

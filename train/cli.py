@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--noise", choices=("white", "pink", "brown"), default="pink",
                      help="noise colour (default pink, close to room and fan noise)")
     rob.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
+    fuse = sub.add_parser("fuse", help="fuse finished cv runs on the same folds (e.g. heads on two encoders) "
+                                       "into one cv run: fold k averages every run's fold-k model")
+    fuse.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="finished `python -m train cv` runs")
+    _data_options(fuse)
+    fuse.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="fused run folder to write (fold ensembles, ensemble.json, cv_metrics.json)")
+    fuse.add_argument("--name", metavar="NAME", help="ensemble name shown in the monitor (default fusion-RUN+RUN)")
+    fuse.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
     rep = sub.add_parser("report", help="markdown table comparing run folders (egemaps-svm row = reference)")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                      help="cv or fit run folders; a cv run with only some folds finished is a row marked partial")
@@ -234,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.run,
                            TrainConfig(device=ns.torch_device), manifest=ns.manifest)
             run_robustness(ns.run, spec, corruption, ns.batch_size)
+            return 0
+        if ns.command == "fuse":
+            from train.fuse import run_fuse
+            from train.loop import TrainConfig
+            from train.runs import RunSpec
+
+            spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "fusion", ns.out,
+                           TrainConfig(device=ns.torch_device), manifest=ns.manifest,
+                           command="python -m train " + shlex.join(sys.argv[1:]))
+            run_fuse(ns.runs, ns.out, spec, ns.name, ns.batch_size)
             return 0
         from train.runs import run_cv, run_fit
 

@@ -1,8 +1,8 @@
 """`python -m train robustness`: a finished CV run, scored again with its test audio corrupted.
 
-Each fold's own bundle (`RUN_DIR/fold{k}`) predicts the test clips that `RUN_DIR/folds.json` gave
-that fold, once clean and once through `train.room.corrupt` (noise at a fixed SNR plus room
-reverb). Same folds, same clips, same weights: the difference is what a real room costs. The
+Each fold's own model (`RUN_DIR/fold{k}`: a bundle, or the fold ensemble of a fused run) predicts
+the test clips that `RUN_DIR/folds.json` gave that fold, once clean and once through
+`train.room.corrupt` (noise at a fixed SNR plus room reverb). Same folds, same clips, same weights: the difference is what a real room costs. The
 corruption of a clip is seeded by its file name, so every system sees the same corrupted audio.
 
 Writes `RUN_DIR/robustness.json` (clean and corrupted fold summaries, out-of-fold scores, the drop).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,9 +32,19 @@ def _fold_test_files(run_dir: Path) -> list[list[str]]:
     return [[Path(f).name for f in fold["test_files"]] for fold in folds]
 
 
-def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size: int = 16) -> dict:
-    """Score every fold bundle of `run_dir` on its clean and corrupted test clips (data from `spec`,
-    a train.runs.RunSpec naming the datasets). Returns and writes the robustness.json payload."""
+def has_fold_model(fold_dir: Path) -> bool:
+    """A finished fold: one bundle (cv run) or an ensemble of bundles (fused run, train/fuse.py)."""
+    return (fold_dir / "bundle.json").is_file() or (fold_dir / "ensemble.json").is_file()
+
+
+def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndarray, str], np.ndarray]],
+                      batch_size: int = 16) -> dict:
+    """Every fold model of `run_dir` predicts the test clips folds.json gave its fold, once per variant
+    (name -> fn(wave, file name) -> wave that is scored; identity for clean audio).
+
+    Returns {"labels": true class per clip [N], "covered": scored clip indices, "loaded": the run data,
+    "results": {variant: [EvalResult per fold]}, "oof": {variant: predicted class per clip, -1 where
+    not covered}, "probs": {variant: [N, 6] float32 probabilities, 0 where not covered}}."""
     from tqdm import tqdm
 
     from models.loader import load_classifier
@@ -41,15 +52,15 @@ def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size
 
     run_dir = Path(run_dir)
     fold_files = _fold_test_files(run_dir)
-    missing = [k for k in range(len(fold_files)) if not (run_dir / f"fold{k}" / "bundle.json").is_file()]
+    missing = [k for k in range(len(fold_files)) if not has_fold_model(run_dir / f"fold{k}")]
     if missing:
         raise DataError(f"{run_dir}: fold(s) {missing} have no bundle; finish the CV run first")
     loaded = load_run_data(spec, functionals=None)
     by_name = {c.path.name: i for i, c in enumerate(loaded.clips)}
     labels = loaded.data.labels
-    clean_oof = np.full(len(labels), -1, dtype=np.int64)
-    corrupt_oof = clean_oof.copy()
-    clean_results, corrupt_results, covered = [], [], []
+    probs = {v: np.zeros((len(labels), len(EMOTIONS)), dtype=np.float32) for v in variants}
+    results: dict[str, list] = {v: [] for v in variants}
+    covered: list[int] = []
     device = None if spec.train.device == "auto" else spec.train.device
     for k, names in enumerate(fold_files):
         absent = [n for n in names if n not in by_name]
@@ -58,27 +69,43 @@ def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size
                             f"(first: {absent[0]}); pass the same --dataset/--data as the CV run")
         idx = [by_name[n] for n in names]
         classifier = load_classifier(str(run_dir / f"fold{k}"), device=device)
-        clean = [loaded.data.waves[i] for i in idx]
-        dirty = [corrupt(w, corruption, zlib.crc32(n.encode())) for w, n in zip(clean, names)]
-        for waves, oof in ((clean, clean_oof), (dirty, corrupt_oof)):
-            probs = [classifier.predict(waves[s:s + batch_size])
-                     for s in tqdm(range(0, len(waves), batch_size), desc=f"fold {k}", unit="batch", leave=False)]
-            oof[idx] = np.concatenate(probs).argmax(1)
-        clean_results.append(score(labels[idx], clean_oof[idx]))
-        corrupt_results.append(score(labels[idx], corrupt_oof[idx]))
+        for variant, transform in variants.items():
+            waves = [transform(loaded.data.waves[i], n) for i, n in zip(idx, names)]
+            batches = [classifier.predict(waves[s:s + batch_size]) for s in
+                       tqdm(range(0, len(waves), batch_size), desc=f"fold {k} {variant}", unit="batch", leave=False)]
+            probs[variant][idx] = np.concatenate(batches)
+            results[variant].append(score(labels[idx], probs[variant][idx].argmax(1)))
         covered += idx
-        print(f"fold {k}: macro-F1 clean {clean_results[-1].macro_f1:.3f}, "
-              f"corrupted {corrupt_results[-1].macro_f1:.3f}", flush=True)
-    clean_sum, dirty_sum = summarise_folds(clean_results), summarise_folds(corrupt_results)
+        print(f"fold {k}: macro-F1 " + ", ".join(f"{v} {r[-1].macro_f1:.3f}" for v, r in results.items()),
+              flush=True)
+    oof = {}
+    for variant, p in probs.items():
+        oof[variant] = np.full(len(labels), -1, dtype=np.int64)
+        oof[variant][covered] = p[covered].argmax(1)
+    return {"labels": labels, "covered": covered, "loaded": loaded, "results": results, "oof": oof,
+            "probs": probs}
+
+
+def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size: int = 16) -> dict:
+    """Score every fold model of `run_dir` on its clean and corrupted test clips (data from `spec`,
+    a train.runs.RunSpec naming the datasets). Returns and writes the robustness.json payload."""
+    run_dir = Path(run_dir)
+    scored = score_fold_models(run_dir, spec, {
+        "clean": lambda wave, name: wave,
+        "corrupted": lambda wave, name: corrupt(wave, corruption, zlib.crc32(name.encode()))}, batch_size)
+    labels, covered = scored["labels"], scored["covered"]
+    clean_sum = summarise_folds(scored["results"]["clean"])
+    dirty_sum = summarise_folds(scored["results"]["corrupted"])
     payload = {
         "run": str(run_dir), "corruption": {**corruption.__dict__, "label": corruption.label},
         "labels": list(EMOTIONS), "clips": len(covered),
-        "clean": {"summary": clean_sum, "oof": score(labels[covered], clean_oof[covered]).to_dict()},
-        "corrupted": {"summary": dirty_sum, "oof": score(labels[covered], corrupt_oof[covered]).to_dict()},
+        "clean": {"summary": clean_sum, "oof": score(labels[covered], scored["oof"]["clean"][covered]).to_dict()},
+        "corrupted": {"summary": dirty_sum,
+                      "oof": score(labels[covered], scored["oof"]["corrupted"][covered]).to_dict()},
         "macro_f1_drop": clean_sum["macro_f1"]["mean"] - dirty_sum["macro_f1"]["mean"],
     }
     write_json(run_dir / "robustness.json", payload)
-    print(f"macro-F1 over {len(fold_files)} folds: clean {clean_sum['macro_f1']['mean']:.3f}, "
+    print(f"macro-F1 over {len(scored['results']['clean'])} folds: clean {clean_sum['macro_f1']['mean']:.3f}, "
           f"{corruption.label}: {dirty_sum['macro_f1']['mean']:.3f} "
           f"(drop {payload['macro_f1_drop']:.3f}) -> {run_dir / 'robustness.json'}")
     return payload
