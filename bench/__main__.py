@@ -341,9 +341,9 @@ def run_soak(ctx: BenchContext, module) -> BenchOutcome:
 
 
 def run_train_cv(ctx: BenchContext, module) -> BenchOutcome:
-    """The default recipe's full speaker-independent CV, timed (real EmoDB clips only)."""
+    """The default recipe's full speaker-independent CV, timed (the shared copy of its corpus only)."""
     if not ctx.data_note.startswith("real speech"):
-        return BenchOutcome("train_cv", "not available", error="needs the shared EmoDB clips (../shared/data/emodb)")
+        return BenchOutcome("train_cv", "not available", error="needs the shared copy of the default model's corpus (../shared/data: emodb/ or crema-d/)")
     result = module.run(ctx.data_dir, threads=ctx.threads, epochs=2 if ctx.quick else None)
     scope = "2 epochs (--quick): indicative only" if ctx.quick else "recipe of models/default/bundle.json"
     checks = [TargetCheck("full speaker-independent CV of the default recipe", result["wall_minutes"], "<=", 15, "min",

@@ -112,7 +112,17 @@ def test_train_cv_bench_replays_the_recorded_recipe_as_cv(tmp_path):
                           "--epochs", "30"]
     assert argv[12:] == ["--epochs", "2", "--data", str(tmp_path / "data" / "emodb"), "--out", str(tmp_path / "out"),
                          "--cache-dir", str(tmp_path / "cache"), "--threads", "2"]
-    assert train_cv.recorded_command()[:2] == ["--dataset", "emodb"]     # the shipped default records its recipe
+    assert train_cv.recorded_command()[:1] == ["--dataset"]     # the shipped default records its recipe
+    bundle.write_text(json.dumps({"training": {"command": (
+        "python -m train fit --dataset crema-d --data ../shared/data/crema-d/AudioFLAC --manifest m.csv "
+        "--model whisper-ultimate --augment microphone --out models/default")}}))
+    argv = train_cv.cv_argv(train_cv.recorded_command(bundle), tmp_path, tmp_path / "out", tmp_path / "c", 2)
+    assert argv[4:14] == ["--dataset", "crema-d", "--model", "whisper-ultimate", "--augment", "microphone",
+                          "--manifest", str(tmp_path / "crema-d/flac_manifest.csv"), "--folds", "5"]
+    assert argv[14:16] == ["--data", str(tmp_path / "crema-d/AudioFLAC")]
+    bundle.write_text(json.dumps({"training": {"command": "python -m train fit --dataset tess --data x --model cnn"}}))
+    with pytest.raises(ValueError, match="shared copies of emodb, crema-d"):
+        train_cv.cv_argv(train_cv.recorded_command(bundle), tmp_path, tmp_path / "out", tmp_path / "c", 2)
     bundle.write_text(json.dumps({"training": {}}))
     with pytest.raises(FileNotFoundError, match="records no training command"):
         train_cv.recorded_command(bundle)
