@@ -9,22 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from train.datasets import load_emodb
+from tests.test_train_run import make_subset_csv
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def make_subset_csv(emodb_dir: Path, out: Path, speakers: tuple[str, ...], per_class: int) -> Path:
-    """labels.csv (file,label,speaker) with `per_class` clips of each class from each speaker."""
-    rows, taken = [], {}
-    for clip in load_emodb(emodb_dir).clips:
-        key = (clip.speaker, clip.label)
-        if clip.speaker in speakers and taken.get(key, 0) < per_class:
-            taken[key] = taken.get(key, 0) + 1
-            rows.append(f"{clip.path},{clip.label},{clip.speaker}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "labels.csv").write_text("file,label,speaker\n" + "\n".join(rows) + "\n")
-    return out / "labels.csv"
 
 
 @pytest.mark.slow
