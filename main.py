@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="headless: also print the live partial-window results")
     models = parser.add_argument_group("models")
     models.add_argument("--model", metavar="FOLDER|NAME", help="fast model: bundle folder or registry name "
-                        "(default: models/default/, a Whisper tiny.en encoder with one head)")
+                        "(default: models/default/, the trained log-mel model)")
     models.add_argument("--primary", metavar="FOLDER|none", default=os.environ.get("VED_PRIMARY"),
                         help="accurate model: an ensemble or bundle folder (default: $VED_PRIMARY if set, else "
                         "models/primary/, the Whisper-encoder ensemble, when it is installed); the fast model takes "

@@ -1,9 +1,8 @@
 """Helpers for the engine, timeline, main and crash tests (not a test module).
 
 Real audio: EmoDB clips joined with silence. Real models: the trained default bundle
-(models/default/, the fast model) when present, else an untrained-but-real registry Conformer
-saved as a bundle with models.bundle.save_bundle (plumbing tests only: its probabilities mean
-nothing).
+(models/default/) when present, else an untrained-but-real registry Conformer saved as a
+bundle with models.bundle.save_bundle (plumbing tests only: its probabilities mean nothing).
 """
 from __future__ import annotations
 
@@ -69,11 +68,6 @@ def make_bundle(folder: Path) -> Path:
         return Path(override)
     if (DEFAULT_BUNDLE / "bundle.json").is_file() or (DEFAULT_BUNDLE / "ensemble.json").is_file():
         return DEFAULT_BUNDLE
-    return make_logmel_bundle(folder)
-
-
-def make_logmel_bundle(folder: Path) -> Path:
-    """A small untrained log-mel Conformer bundle in `folder` (reads no pretrained encoder)."""
     from models.bundle import save_bundle
     from models.registry import build_model
 
