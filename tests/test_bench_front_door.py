@@ -67,7 +67,7 @@ def test_target_verdicts():
 def test_unavailable_and_failing_benchmarks_do_not_abort(monkeypatch, tmp_path):
     ctx = front_door.BenchContext(quick=True, threads=1, data_dir=tmp_path, data_note="", scratch=tmp_path,
                                   soak_minutes=1, soak_pace="fast")
-    missing = front_door.run_one("train_cv", ctx)  # tmp_path holds no EmoDB clips
+    missing = front_door.run_one("train_cv", ctx)  # tmp_path holds no shared corpus
     assert missing.status == "not available" and "emodb" in missing.error
 
     def broken(ctx, module):
@@ -78,7 +78,8 @@ def test_unavailable_and_failing_benchmarks_do_not_abort(monkeypatch, tmp_path):
     assert failed.status == "error" and failed.error.startswith("RuntimeError: model exploded second line")
     assert "\n" not in failed.error
     report = front_door.render([missing, failed], front_door.machine_info(1), ctx, "none")
-    assert "not available: needs the shared EmoDB clips" in report and "error: RuntimeError" in report
+    assert "not available: needs the shared copy of the default model's corpus" in report
+    assert "error: RuntimeError" in report
 
 
 def test_front_door_runs_one_benchmark_and_writes_json(tmp_path):
