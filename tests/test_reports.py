@@ -56,6 +56,26 @@ def test_partial_run_is_marked_and_never_a_full_row(tmp_path):
     assert "same fold assignment (id abc123)" in table
 
 
+def test_rows_name_where_a_run_left_its_recipe(tmp_path):
+    from dataclasses import asdict
+
+    from train.recipes import augment_preset
+
+    _fake_cv_run(tmp_path / "plain", "whisper-ultimate", list(range(K)), 0.6, 0)
+    _fake_cv_run(tmp_path / "robust", "whisper-ultimate", list(range(K)), 0.6, 1)
+    for name, training in (("plain", {"model": "whisper-ultimate", "epochs": 30, "patience_epochs": 8,
+                                      "augment": asdict(augment_preset("seed")), "cached_augment_copies": 0,
+                                      "model_args": {"encoder": "base"}}),
+                           ("robust", {"model": "whisper-ultimate", "epochs": 20, "patience_epochs": 5,
+                                       "augment": json.loads(json.dumps(asdict(augment_preset("microphone")))),
+                                       "cached_augment_copies": 1, "model_args": {"encoder": "base"}})):
+        (tmp_path / name / "fold0" / "bundle.json").write_text(json.dumps({"training": training}))
+    table = comparison_table([tmp_path / "plain", tmp_path / "robust"])
+    assert "`whisper-ultimate` encoder=base (plain)" in table
+    assert ("`whisper-ultimate` encoder=base epochs=20 patience=5 augment=microphone cached_augment_copies=1 "
+            "(robust)") in table
+
+
 def test_different_fold_assignments_are_called_out(tmp_path):
     _fake_cv_run(tmp_path / "a", "egemaps-svm", list(range(K)), 0.5, 0, folds_id="aaa")
     _fake_cv_run(tmp_path / "b", "cnn", list(range(K)), 0.5, 1, folds_id="bbb")

@@ -102,6 +102,27 @@ def _args_text(model_args: dict) -> str:
     return "".join(f" {k}={v}" for k, v in sorted(model_args.items()) if k != "backbone_dir")
 
 
+def _recipe_text(training: dict) -> str:
+    """' epochs=20 patience=5 augment=microphone cached_augment_copies=1': where a run left its
+    registry recipe (epochs, patience, augmentation preset, cached augmented copies)."""
+    from dataclasses import asdict
+
+    from train.recipes import AUGMENT_PRESETS, augment_preset, recipe_for
+
+    recipe, text = recipe_for(str(training.get("model", ""))), ""
+    for key, label in (("epochs", "epochs"), ("patience_epochs", "patience")):
+        if key in recipe and key in training and training[key] != recipe[key]:
+            text += f" {label}={training[key]}"
+    augment = training.get("augment")
+    if isinstance(augment, dict):
+        preset = next((name for name in AUGMENT_PRESETS
+                       if json.loads(json.dumps(asdict(augment_preset(name)))) == augment), "custom")
+        text += "" if preset == "seed" else f" augment={preset}"
+    if training.get("cached_augment_copies"):
+        text += f" cached_augment_copies={training['cached_augment_copies']}"
+    return text
+
+
 def _load_run(run_dir: Path) -> dict:
     """Normalise a cv run (finished or partial) or a single run (metrics.json) into one row."""
     cv_file, single_file, folds_file = run_dir / "cv_metrics.json", run_dir / "metrics.json", run_dir / "folds.json"
@@ -118,15 +139,16 @@ def _load_run(run_dir: Path) -> dict:
                       if f.get("history") and f.get("best_epoch") is not None]
             wall = [f.get("wall_time_s") or 0.0 for f in per_fold]
             meta = run_dir / fold_dirs[0].name / "bundle.json"
-            args = json.loads(meta.read_text()).get("training", {}).get("model_args", {}) if meta.is_file() else {}
+            training = json.loads(meta.read_text()).get("training", {}) if meta.is_file() else {}
         else:  # summary only (e.g. a bundle folder that ships cv_metrics.json without its folds)
             f1_values, oof = cv["summary"]["macro_f1"]["values"], EvalResult.from_dict(cv["oof"])
             model, epochs, wall = cv["model"], [], cv.get("fold_wall_time_s") or []
-            args = {}
-        args = cv.get("training", {}).get("model_args", args)
+            training = {}
+        training = cv.get("training") or training
         f1 = np.array(f1_values, dtype=np.float64)
         k = int(folds_info.get("k") or cv.get("summary", {}).get("folds") or len(f1))
-        return {"model": model, "args": _args_text(args), "run": str(run_dir), "done": len(f1),
+        args = _args_text(training.get("model_args", {})) + _recipe_text(training)
+        return {"model": model, "args": args, "run": str(run_dir), "done": len(f1),
                 "k": k, "f1": float(f1.mean()), "f1_std": float(f1.std()), "oof": oof,
                 "epochs": epochs, "wall_s": float(sum(wall)) or None,
                 "folds_id": folds_info.get("assignment_sha256")}
