@@ -126,16 +126,21 @@ def primary_usable(primary_dir: str, backbone_dir: str) -> bool:
     return check_backbone_folder(effective_backbone_dir(primary_dir, backbone_dir)).ok
 
 
+def _encoder_name(args: dict) -> str:
+    """"tiny.en" for a Whisper head, the backbone folder's name for a WavLM one, else ""."""
+    return str(args.get("encoder") or (Path(str(args["backbone_dir"])).name if args.get("backbone_dir") else ""))
+
+
 def primary_title(primary_dir: str) -> str:
-    """The selector's title, from JSON only: "whisper-ultimate tiny.en ×5 (primary)" (model name,
-    its encoder or backbone folder name, member count); a generic title when unset/unreadable."""
+    """The selector's title, from JSON only: "whisper-ultimate tiny.en ×5 (primary)" (model names,
+    their encoders or backbone folder names, member count; a fused ensemble reads "tiny.en + base ×10");
+    a generic title when unset/unreadable."""
     every = _member_metas(primary_dir) if primary_dir else []
     metas = [m for m in every if isinstance(m, dict)]
     names = list(dict.fromkeys(str(m.get("model", {}).get("name", "?")) for m in metas
                                if isinstance(m.get("model"), dict)))
     if not names:
         return PRIMARY_UNSET_TITLE
-    args = _model_args(metas[0])
-    encoder = args.get("encoder") or (Path(str(args["backbone_dir"])).name if args.get("backbone_dir") else "")
-    parts = [" + ".join(names)] + ([str(encoder)] if encoder else []) + ([f"×{len(every)}"] if len(every) > 1 else [])
+    encoders = [e for e in dict.fromkeys(_encoder_name(_model_args(m)) for m in metas) if e]
+    parts = [" + ".join(names)] + ([" + ".join(encoders)] if encoders else []) + ([f"×{len(every)}"] if len(every) > 1 else [])
     return " ".join(parts) + " (primary)"

@@ -15,7 +15,7 @@ from PyQt5.QtWidgets import QDialog  # noqa: E402
 
 import main as ved_main  # noqa: E402
 from gui.app import build_window  # noqa: E402
-from gui.model_folders import PRIMARY_UNSET_TITLE, needs_backbone, primary_title, primary_usable  # noqa: E402
+from gui.model_folders import PRIMARY_UNSET_TITLE, check_primary_folder, needs_backbone, primary_title, primary_usable  # noqa: E402
 from gui.settings_dialog import ModelFoldersDialog  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +186,20 @@ def test_main_hands_the_resolved_primary_to_the_window(qtbot, settings, monkeypa
     assert window.controls.model_choice() == ("default" if given == "none" else "primary")
 
 
+def test_a_fused_primary_names_every_encoder(tmp_path):
+    tiny = member_json("whisper-ultimate", {"encoder": "tiny.en", "num_classes": 6})
+    base = member_json("whisper-ultimate", {"encoder": "base", "num_classes": 6})
+    folder = write_ensemble(tmp_path / "fused", tiny, members=2)
+    for k in range(2):  # members fold{k}/<run>, as `python -m train fuse` writes them
+        (folder / f"fold{k}" / "base-run").mkdir()
+        (folder / f"fold{k}" / "base-run" / "bundle.json").write_text(json.dumps(base))
+    manifest = json.loads((folder / "ensemble.json").read_text())
+    manifest["members"] += ["fold0/base-run", "fold1/base-run"]
+    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    assert primary_title(str(folder)) == "whisper-ultimate tiny.en + base ×4 (primary)"
+    assert check_primary_folder(str(folder)).ok
+
+
 def test_main_without_a_display_is_one_error_line(monkeypatch, capsys):
     monkeypatch.setattr(ved_main.sys, "platform", "linux")
     for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
@@ -196,5 +210,5 @@ def test_main_without_a_display_is_one_error_line(monkeypatch, capsys):
 
 
 def test_the_shipped_primary_is_a_usable_primary_without_a_backbone():
-    assert primary_title(str(SHIPPED_PRIMARY)) == WHISPER_TITLE
+    assert primary_title(str(SHIPPED_PRIMARY)) == "whisper-ultimate tiny.en + base ×10 (primary)"
     assert primary_usable(str(SHIPPED_PRIMARY), "") and not needs_backbone(str(SHIPPED_PRIMARY))
