@@ -3,9 +3,9 @@ corpus it was trained on (EmoDB, or CREMA-D with its manifest and the table's fi
 
 The recipe is the exact command recorded in models/default/bundle.json (`training.command`), run
 as `python -m train cv` instead of `fit`, in a fresh scratch folder with an empty feature cache
-(so functionals extraction or the frozen encoder's pass is included), on the benchmark's thread count. Target: <= 15 minutes on
-the 2-core CPU. The CV macro-F1 is reported beside the time so a faster recipe cannot hide a
-worse model.
+(so functionals extraction or the frozen encoder's pass is included), on the benchmark's thread
+count. Target: <= 15 minutes on the 2-core CPU. The CV macro-F1 is reported beside the time so a
+faster recipe cannot hide a worse model.
 
     python -m bench.train_cv [--epochs N] [--threads 2] [--json out.json]
 """
@@ -26,9 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default" / "bundle.json"
 # Options of the recorded `fit` command that the benchmark replaces with its own values.
 REPLACED = {"--out", "--cache-dir", "--threads", "--data", "--manifest", "--resume"}
-# Where each corpus lives in the shared data folder, and what its CV adds (CREMA-D: the table's 5 folds).
-SHARED_COPY = {"emodb": ("emodb", []),
-               "crema-d": ("crema-d/AudioFLAC", ["--manifest", "crema-d/flac_manifest.csv", "--folds", "5"])}
+# Per corpus: its audio folder and manifest (None: none) in the shared data folder, and the CV's
+# fold count (CREMA-D: the table's 5 folds; None: the cv default).
+SHARED_COPY = {"emodb": ("emodb", None, None),
+               "crema-d": ("crema-d/AudioFLAC", "crema-d/flac_manifest.csv", 5)}
 
 
 def recorded_command(bundle_json: Path = DEFAULT_BUNDLE) -> list[str]:
@@ -51,8 +52,8 @@ def cv_argv(fit_args: list[str], data_dir: Path, out: Path, cache: Path, threads
     if dataset not in SHARED_COPY:
         raise ValueError(f"the default was trained on {dataset!r}; this benchmark knows the shared copies of "
                          f"{', '.join(SHARED_COPY)}")
-    folder, extra = SHARED_COPY[dataset]
-    extra = [str(data_dir / a) if a.endswith(".csv") else a for a in extra]
+    folder, manifest, folds = SHARED_COPY[dataset]
+    extra = (["--manifest", str(data_dir / manifest)] if manifest else []) + (["--folds", str(folds)] if folds else [])
     kept, skip_value = [], False
     for arg in fit_args:
         if skip_value:

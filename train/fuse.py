@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+from models.bundle import BUNDLE_JSON, WEIGHT_FILES
 from train.datasets import DataError
 from train.evaluate import EvalResult, score, summarise_folds
 from train.reports import comparison_table, plot_confusion, write_json
@@ -26,7 +27,7 @@ from train.robustness import score_fold_models
 
 FUSED_MODEL = "fusion"
 # Files of a fold bundle the fused run keeps (plots and training state stay with the source run).
-_BUNDLE_FILES = ("bundle.json", "model.safetensors", "model.pkl", "metrics.json")
+_BUNDLE_FILES = (BUNDLE_JSON, *WEIGHT_FILES.values(), "metrics.json")
 
 
 def _read_json(path: Path) -> dict:
@@ -117,12 +118,12 @@ def run_fuse(runs: list[Path], out: Path, spec, name: str | None = None, batch_s
                "wall_time_s": sum(fold_walls), "fold_wall_time_s": fold_walls,
                "scoring_time_s": time.monotonic() - started,
                "training": {"model_args": {"members": "+".join(r.name for r in runs)},
-                            "command": getattr(spec, "command", None),
+                            "command": spec.command,
                             "member_commands": {r.name: src.get("training", {}).get("command")
                                                 for r, src in zip(runs, sources)}},
                "data": next((src["data"] for src in sources if src.get("data")), None)}
     write_json(out / "cv_metrics.json", payload)
-    plot_confusion(EvalResult.from_dict(payload["oof"]), out / "confusion_oof.png",
+    plot_confusion(oof, out / "confusion_oof.png",
                    f"{name} {k}-fold CV, out-of-fold")
     (out / "report.md").write_text(comparison_table([*runs, out]))
     members = ", ".join(f"{n} {v['mean']:.3f}" for n, v in payload["members"].items())

@@ -2,8 +2,9 @@
 
 Each fold's own model (`RUN_DIR/fold{k}`: a bundle, or the fold ensemble of a fused run) predicts
 the test clips that `RUN_DIR/folds.json` gave that fold, once clean and once through
-`train.room.corrupt` (noise at a fixed SNR plus room reverb). Same folds, same clips, same weights: the difference is what a real room costs. The
-corruption of a clip is seeded by its file name, so every system sees the same corrupted audio.
+`train.room.corrupt` (noise at a fixed SNR plus room reverb). Same folds, same clips, same
+weights: the difference is what a real room costs. The corruption of a clip is seeded by its file
+name, so every system sees the same corrupted audio.
 
 Writes `RUN_DIR/robustness.json` (clean and corrupted fold summaries, out-of-fold scores, the drop).
 """
@@ -42,9 +43,9 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     """Every fold model of `run_dir` predicts the test clips folds.json gave its fold, once per variant
     (name -> fn(wave, file name) -> wave that is scored; identity for clean audio).
 
-    Returns {"labels": true class per clip [N], "covered": scored clip indices, "loaded": the run data,
-    "results": {variant: [EvalResult per fold]}, "oof": {variant: predicted class per clip, -1 where
-    not covered}, "probs": {variant: [N, 6] float32 probabilities, 0 where not covered}}."""
+    Returns {"labels": true class per clip [N], "covered": scored clip indices,
+    "results": {variant: [EvalResult per fold]}, "oof": {variant: predicted class per clip [N], -1 where
+    not covered}}."""
     from tqdm import tqdm
 
     from models.loader import load_classifier
@@ -58,7 +59,7 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     loaded = load_run_data(spec, functionals=None)
     by_name = {c.path.name: i for i, c in enumerate(loaded.clips)}
     labels = loaded.data.labels
-    probs = {v: np.zeros((len(labels), len(EMOTIONS)), dtype=np.float32) for v in variants}
+    oof = {v: np.full(len(labels), -1, dtype=np.int64) for v in variants}
     results: dict[str, list] = {v: [] for v in variants}
     covered: list[int] = []
     device = None if spec.train.device == "auto" else spec.train.device
@@ -73,17 +74,12 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
             waves = [transform(loaded.data.waves[i], n) for i, n in zip(idx, names)]
             batches = [classifier.predict(waves[s:s + batch_size]) for s in
                        tqdm(range(0, len(waves), batch_size), desc=f"fold {k} {variant}", unit="batch", leave=False)]
-            probs[variant][idx] = np.concatenate(batches)
-            results[variant].append(score(labels[idx], probs[variant][idx].argmax(1)))
+            oof[variant][idx] = np.concatenate(batches).argmax(1)
+            results[variant].append(score(labels[idx], oof[variant][idx]))
         covered += idx
         print(f"fold {k}: macro-F1 " + ", ".join(f"{v} {r[-1].macro_f1:.3f}" for v, r in results.items()),
               flush=True)
-    oof = {}
-    for variant, p in probs.items():
-        oof[variant] = np.full(len(labels), -1, dtype=np.int64)
-        oof[variant][covered] = p[covered].argmax(1)
-    return {"labels": labels, "covered": covered, "loaded": loaded, "results": results, "oof": oof,
-            "probs": probs}
+    return {"labels": labels, "covered": covered, "results": results, "oof": oof}
 
 
 def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size: int = 16) -> dict:
