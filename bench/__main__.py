@@ -46,6 +46,9 @@ BENCHMARKS = ("vad_cost", "model_speed", "pipeline", "ensemble", "whisper_ensemb
 # Benchmarks whose code lives in another benchmark's module.
 MODULE_OF = {"pipeline_ensemble": "pipeline", "speculation": "pipeline", "whisper_ensemble": "ensemble",
              "crema_replay": "pipeline"}
+# Benchmarks that run the fast model (alone, or as the primary's fallback).
+USES_FAST_MODEL = ("model_speed", "pipeline", "whisper_ensemble", "pipeline_ensemble", "speculation", "crema_replay",
+                   "soak")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
 
@@ -176,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                            scratch=scratch, soak_minutes=soak_minutes, soak_pace=soak_pace)
         machine = machine_info(args.threads)
         ctx.primary_dir = args.primary
-        if any(name in selected for name in ("model_speed", "pipeline", "speculation", "whisper_ensemble", "pipeline_ensemble",
-                                             "soak")):
+        if any(name in selected for name in USES_FAST_MODEL):
             try:
                 ctx.model_dir, ctx.model_note = find_model(scratch)
             except Exception as exc:  # the model-free benchmarks still run

@@ -82,6 +82,22 @@ def test_unavailable_and_failing_benchmarks_do_not_abort(monkeypatch, tmp_path):
     assert "error: RuntimeError" in report
 
 
+@pytest.mark.parametrize("name", ["crema_replay", "speculation", "pipeline"])
+def test_benchmarks_with_a_fallback_get_the_fast_model_when_run_alone(monkeypatch, tmp_path, name):
+    """`--only crema_replay` alone once ran the primary with no fallback folder."""
+    seen = {}
+
+    def record(ctx, module):
+        seen["model_dir"] = ctx.model_dir
+        return front_door.BenchOutcome(name, "ok", table="", checks=[])
+
+    monkeypatch.setitem(front_door.RUNNERS, name, record)
+    monkeypatch.setattr(front_door, "find_model", lambda scratch: ("/fast/model", "fast model under test"))
+    monkeypatch.setattr(front_door, "find_data", lambda scratch: (tmp_path, "no audio"))
+    assert front_door.main(["--only", name, "--out", str(tmp_path / "r.json")]) == 0
+    assert seen["model_dir"] == "/fast/model"
+
+
 def test_front_door_runs_one_benchmark_and_writes_json(tmp_path):
     out = tmp_path / "results.json"
     result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "vad_cost", "--out", str(out)],
