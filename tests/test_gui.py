@@ -15,12 +15,10 @@ import soundfile as sf
 
 pytest.importorskip("pytestqt")
 from PyQt5.QtCore import QPointF, QSettings, Qt  # noqa: E402
-from PyQt5.QtWidgets import QDialog, QFileDialog  # noqa: E402
+from PyQt5.QtWidgets import QFileDialog  # noqa: E402
 
 from gui.app import build_window  # noqa: E402
 from gui.plots import PlotConfig, SeriesBuffer  # noqa: E402
-from gui.model_folders import check_backbone_folder  # noqa: E402
-from gui.settings_dialog import ModelFoldersDialog  # noqa: E402
 from models.labels import EMOTIONS  # noqa: E402
 from realtime.devices import InputDevice  # noqa: E402
 from realtime.timeline import TimelineWriter, load_timeline  # noqa: E402
@@ -29,8 +27,6 @@ from realtime.types import EmotionPrediction, SessionSummary  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
 ENGINE_THREAD_PREFIXES = ("ved-inference", "ved-segmenter", "ved-file-reader", "ved-gui-")
-# A WavLM head's bundle.json as far as the GUI reads it: its model args record a backbone folder.
-WAVLM_MEMBER = json.dumps({"model": {"name": "wavlm-ultimate", "args": {"backbone_dir": "/elsewhere/wavlm-base-plus"}}})
 
 
 # ---------------------------------------------------------------- fixtures
@@ -322,72 +318,6 @@ def test_review_click_shows_probabilities_and_exports(qtbot, settings, tmp_path,
     assert targets["jsonl"].read_bytes() == path.read_bytes()
 
 
-def test_settings_dialog_rejects_incomplete_backbone_naming_missing_files(qtbot, tmp_path):
-    ensemble = tmp_path / "ensemble"
-    (ensemble / "fold0").mkdir(parents=True)
-    (ensemble / "ensemble.json").write_text(json.dumps({"format_version": 1, "kind": "ensemble",
-                                                        "members": ["fold0"]}))
-    (ensemble / "fold0" / "bundle.json").write_text(WAVLM_MEMBER)
-    backbone = tmp_path / "wavlm-base-plus"
-    backbone.mkdir()
-    (backbone / "config.json").write_text("{}")
-    dialog = ModelFoldersDialog(str(ensemble), str(backbone))
-    qtbot.addWidget(dialog)
-    dialog.show()
-    dialog.accept()
-    assert dialog.isVisible() and dialog.result() != QDialog.Accepted
-    message = dialog.message.text()
-    assert "preprocessor_config.json" in message and "pytorch_model.bin or model.safetensors" in message
-    assert "config.json," not in message.replace("preprocessor_config.json", "")
-    (backbone / "preprocessor_config.json").write_text("{}")
-    (backbone / "model.safetensors").write_bytes(b"x")
-    assert check_backbone_folder(str(backbone)).ok
-    dialog.accept()
-    assert dialog.result() == QDialog.Accepted and dialog.primary_enabled
-
-
-def test_wavlm_primary_entry_enabled_only_with_valid_folders_and_settings_remembered(qtbot, settings, tmp_path):
-    ensemble, backbone = tmp_path / "ens", tmp_path / "bb"
-    ensemble.mkdir()
-    backbone.mkdir()
-    calls = []
-
-    def recording_factory(source, model_choice, listener, **options):
-        calls.append((source, model_choice, options))
-        raise ValueError("recorded only")
-
-    window = build_window(recording_factory, None, settings)
-    window.sessions_dir = str(tmp_path / "sessions")
-    qtbot.addWidget(window)
-    window._apply_model_folders(str(ensemble), str(backbone))
-    assert not window.controls.primary_available()
-    (ensemble / "m").mkdir()
-    (ensemble / "m" / "bundle.json").write_text(WAVLM_MEMBER)
-    (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"]}))
-    for name in ("config.json", "preprocessor_config.json", "pytorch_model.bin"):
-        (backbone / name).write_text("{}")
-    window._apply_model_folders(str(ensemble), str(backbone))
-    assert window.controls.primary_available()
-    window._apply_model_folders(str(ensemble), "")  # no backbone chosen and none recorded
-    assert not window.controls.primary_available()
-    (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"],
-                                                        "backbone_dir": str(backbone)}))
-    window._apply_model_folders(str(ensemble), "")  # the one recorded at training time is complete
-    assert window.controls.primary_available()
-    window.controls.select_model("primary")
-    window.start_session("talk.wav")
-    qtbot.waitUntil(lambda: window.phase == "idle" and len(calls) == 1, timeout=5_000)
-    assert calls[0][:2] == ("talk.wav", "primary")
-    assert calls[0][2]["primary_dir"] == str(ensemble) and calls[0][2]["backbone_dir"] is None
-    assert window.status.error.text() == "ValueError: recorded only"
-    window.controls.window_spin.setValue(120)
-    window.save_settings()
-    again = build_window(lambda *a, **k: None, None, settings)
-    qtbot.addWidget(again)
-    assert again.controls.model_choice() == "primary"
-    assert again.controls.window_spin.value() == 120 and again.plot.window_s == 120
-
-
 def test_series_buffer_grows_then_discards_oldest_half():
     buffer = SeriesBuffer(max_points=32, initial_capacity=4)
     for i in range(40):
@@ -425,19 +355,6 @@ def test_bridge_is_bounded_drops_oldest_and_wakes_the_gui_thread_once(qtbot):
     qtbot.waitUntil(lambda: got == [6, 7, 8, 9], timeout=5_000)
     bridge.listener(10)
     qtbot.waitUntil(lambda: got[-1] == 10, timeout=5_000)
-
-
-def test_model_selector_titles_and_the_old_saved_key(qtbot, settings, tmp_path):
-    from gui.controls import model_choices
-
-    bundle_json = tmp_path / "bundle.json"
-    bundle_json.write_text(json.dumps({"model": {"name": "conformer-v3.2", "args": {}}}))
-    assert model_choices(bundle_json)[0] == ("default", "conformer-v3.2 (default)")
-    assert model_choices(tmp_path / "missing.json")[0] == ("default", "default model (models/default)")
-    settings.setValue("models/choice", "conformer")  # saved by an older VED
-    window = build_window(lambda *a, **k: None, None, settings)
-    qtbot.addWidget(window)
-    assert window.controls.model_choice() == "default"
 
 
 def test_smooth_toggle_draws_the_smoothed_utterance_trace(qtbot, settings):

@@ -1,6 +1,7 @@
-"""The GUI's primary model (offscreen Qt, JSON-only fixtures): the selector names both models by
+"""The GUI's model choice (offscreen Qt, JSON-only fixtures): the selector names both models by
 what they are, a Whisper ensemble needs no backbone folder while a WavLM one does, the old saved
-key still selects the primary, and main.py hands the resolved --primary to the window."""
+key still selects the primary, the model-folders dialog names what a backbone folder lacks, and
+main.py hands the resolved --primary to the window."""
 from __future__ import annotations
 
 import argparse
@@ -15,12 +16,15 @@ from PyQt5.QtWidgets import QDialog  # noqa: E402
 
 import main as ved_main  # noqa: E402
 from gui.app import build_window  # noqa: E402
-from gui.model_folders import PRIMARY_UNSET_TITLE, check_primary_folder, needs_backbone, primary_title, primary_usable  # noqa: E402
+from gui.model_folders import (PRIMARY_UNSET_TITLE, check_backbone_folder, check_primary_folder,  # noqa: E402
+                                needs_backbone, primary_title, primary_usable)
 from gui.settings_dialog import ModelFoldersDialog  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_PRIMARY = Path(__file__).resolve().parent.parent / "models" / "primary"
 WHISPER_TITLE = "whisper-ultimate tiny.en ×5 (primary)"
+# A WavLM head's bundle.json as far as the GUI reads it: its model args record a backbone folder.
+WAVLM_MEMBER = json.dumps({"model": {"name": "wavlm-ultimate", "args": {"backbone_dir": "/elsewhere/wavlm-base-plus"}}})
 
 
 def member_json(name: str, args: dict) -> dict:
@@ -212,3 +216,82 @@ def test_main_without_a_display_is_one_error_line(monkeypatch, capsys):
 def test_the_shipped_primary_is_a_usable_primary_without_a_backbone():
     assert primary_title(str(SHIPPED_PRIMARY)) == "whisper-ultimate tiny.en + base ×10 (primary)"
     assert primary_usable(str(SHIPPED_PRIMARY), "") and not needs_backbone(str(SHIPPED_PRIMARY))
+
+
+def test_settings_dialog_rejects_incomplete_backbone_naming_missing_files(qtbot, tmp_path):
+    ensemble = tmp_path / "ensemble"
+    (ensemble / "fold0").mkdir(parents=True)
+    (ensemble / "ensemble.json").write_text(json.dumps({"format_version": 1, "kind": "ensemble",
+                                                        "members": ["fold0"]}))
+    (ensemble / "fold0" / "bundle.json").write_text(WAVLM_MEMBER)
+    backbone = tmp_path / "wavlm-base-plus"
+    backbone.mkdir()
+    (backbone / "config.json").write_text("{}")
+    dialog = ModelFoldersDialog(str(ensemble), str(backbone))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.accept()
+    assert dialog.isVisible() and dialog.result() != QDialog.Accepted
+    message = dialog.message.text()
+    assert "preprocessor_config.json" in message and "pytorch_model.bin or model.safetensors" in message
+    assert "config.json," not in message.replace("preprocessor_config.json", "")
+    (backbone / "preprocessor_config.json").write_text("{}")
+    (backbone / "model.safetensors").write_bytes(b"x")
+    assert check_backbone_folder(str(backbone)).ok
+    dialog.accept()
+    assert dialog.result() == QDialog.Accepted and dialog.primary_enabled
+
+
+def test_wavlm_primary_entry_enabled_only_with_valid_folders_and_settings_remembered(qtbot, settings, tmp_path):
+    ensemble, backbone = tmp_path / "ens", tmp_path / "bb"
+    ensemble.mkdir()
+    backbone.mkdir()
+    calls = []
+
+    def recording_factory(source, model_choice, listener, **options):
+        calls.append((source, model_choice, options))
+        raise ValueError("recorded only")
+
+    window = build_window(recording_factory, None, settings)
+    window.sessions_dir = str(tmp_path / "sessions")
+    qtbot.addWidget(window)
+    window._apply_model_folders(str(ensemble), str(backbone))
+    assert not window.controls.primary_available()
+    (ensemble / "m").mkdir()
+    (ensemble / "m" / "bundle.json").write_text(WAVLM_MEMBER)
+    (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"]}))
+    for name in ("config.json", "preprocessor_config.json", "pytorch_model.bin"):
+        (backbone / name).write_text("{}")
+    window._apply_model_folders(str(ensemble), str(backbone))
+    assert window.controls.primary_available()
+    window._apply_model_folders(str(ensemble), "")  # no backbone chosen and none recorded
+    assert not window.controls.primary_available()
+    (ensemble / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": ["m"],
+                                                        "backbone_dir": str(backbone)}))
+    window._apply_model_folders(str(ensemble), "")  # the one recorded at training time is complete
+    assert window.controls.primary_available()
+    window.controls.select_model("primary")
+    window.start_session("talk.wav")
+    qtbot.waitUntil(lambda: window.phase == "idle" and len(calls) == 1, timeout=5_000)
+    assert calls[0][:2] == ("talk.wav", "primary")
+    assert calls[0][2]["primary_dir"] == str(ensemble) and calls[0][2]["backbone_dir"] is None
+    assert window.status.error.text() == "ValueError: recorded only"
+    window.controls.window_spin.setValue(120)
+    window.save_settings()
+    again = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(again)
+    assert again.controls.model_choice() == "primary"
+    assert again.controls.window_spin.value() == 120 and again.plot.window_s == 120
+
+
+def test_model_selector_titles_and_the_old_saved_key(qtbot, settings, tmp_path):
+    from gui.controls import model_choices
+
+    bundle_json = tmp_path / "bundle.json"
+    bundle_json.write_text(json.dumps({"model": {"name": "conformer-v3.2", "args": {}}}))
+    assert model_choices(bundle_json)[0] == ("default", "conformer-v3.2 (default)")
+    assert model_choices(tmp_path / "missing.json")[0] == ("default", "default model (models/default)")
+    settings.setValue("models/choice", "conformer")  # saved by an older VED
+    window = build_window(lambda *a, **k: None, None, settings)
+    qtbot.addWidget(window)
+    assert window.controls.model_choice() == "default"
