@@ -103,6 +103,25 @@ def frames_mask(frame_lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
     return positions.unsqueeze(0) < frame_lengths.unsqueeze(1)
 
 
+# A frame is "active" for the input level when its power is within this many dB of the clip's loudest frame.
+ACTIVE_WITHIN_DB = 20.0
+# The level normalisation never raises or lowers a clip by more than this (silence stays silence).
+MAX_LEVEL_GAIN_DB = 40.0
+
+
+def active_level_db(wave: torch.Tensor, lengths: torch.Tensor, config: LogMelConfig) -> torch.Tensor:
+    """Input level of each clip: wave [B, T] (>= one window long), lengths [B] -> [B] float32 dB re full
+    scale, the mean power of its valid `win_ms`/`hop_ms` frames that are within ACTIVE_WITHIN_DB of
+    its loudest frame (so pauses do not lower it; a full-scale sine is -3 dB)."""
+    power = wave.unfold(1, config.win_samples, config.hop_samples).pow(2).mean(-1)  # [B, frames]
+    valid = frames_mask(config.num_frames(lengths).clamp(max=power.shape[1]), power.shape[1])
+    power = power.masked_fill(~valid, 0.0)
+    loudest = power.amax(1, keepdim=True)
+    active = valid & (power >= loudest * 10 ** (-ACTIVE_WITHIN_DB / 10))
+    mean = (power * active).sum(1) / active.sum(1).clamp(min=1)
+    return 10 * torch.log10(mean.clamp(min=1e-12))
+
+
 class LogMelFrontend(nn.Module):
     """wave [B, T] float32 + lengths [B] int64 samples -> LogMelFeatures.
 
@@ -113,16 +132,21 @@ class LogMelFrontend(nn.Module):
     acts in training mode). With `utterance_norm` each clip's mean over its
     valid frames is also subtracted per mel bin (cepstral-mean-style
     normalisation: removes a speaker's or microphone's fixed spectral tilt).
+    With `level_dbfs` each clip is first scaled so that its active_level_db is
+    `level_dbfs` (at most MAX_LEVEL_GAIN_DB up or down): the model then hears
+    every microphone gain as the level it was trained at.
     """
 
     def __init__(self, config: LogMelConfig | None = None,
                  spec_augment: SpecAugmentConfig | None = None,
-                 spec_augment_enabled: bool = True, utterance_norm: bool = False) -> None:
+                 spec_augment_enabled: bool = True, utterance_norm: bool = False,
+                 level_dbfs: float | None = None) -> None:
         super().__init__()
         self.config = config or LogMelConfig()
         self.spec_augment_config = spec_augment or SpecAugmentConfig()
         self.spec_augment_enabled = spec_augment_enabled
         self.utterance_norm = utterance_norm
+        self.level_dbfs = level_dbfs
         cfg = self.config
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=cfg.sample_rate_hz, n_fft=cfg.win_samples, win_length=cfg.win_samples,
@@ -162,6 +186,10 @@ class LogMelFrontend(nn.Module):
         wave, lengths = self._pad_short(wave.float(), lengths)
         # Power spectra overflow half precision and log needs the floor: stay float32 under autocast.
         with torch.autocast(device_type=wave.device.type, enabled=False):
+            if self.level_dbfs is not None:
+                gain_db = (self.level_dbfs - active_level_db(wave, lengths, self.config)).clamp(
+                    -MAX_LEVEL_GAIN_DB, MAX_LEVEL_GAIN_DB)
+                wave = wave * torch.pow(10.0, gain_db / 20).unsqueeze(1)
             mel = self.mel(wave)  # [B, n_mels, frames]
             feats = torch.log(mel + self.config.log_floor).transpose(1, 2)  # [B, frames, n_mels]
         frame_lengths = self.config.num_frames(lengths).clamp(max=feats.shape[1])
@@ -209,7 +237,8 @@ class LogMelFrontend(nn.Module):
 
     def config_dict(self) -> dict:
         """JSON-serialisable description for bundle.json's `feature` key."""
-        return {"type": "logmel", **asdict(self.config), "utterance_norm": self.utterance_norm}
+        return {"type": "logmel", **asdict(self.config), "utterance_norm": self.utterance_norm,
+                "level_dbfs": self.level_dbfs}
 
 
 def pad_batch(waves: Sequence[np.ndarray], device: torch.device | str = "cpu",

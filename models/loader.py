@@ -38,7 +38,7 @@ from models.registry import build_model
 ENSEMBLE_FORMAT_VERSION = 1
 # bundle.json "feature" keys that decide what a model sees; they must equal the code's values.
 _ANALYSIS_KEYS = ("type", "kind", "sample_rate_hz", "win_ms", "hop_ms", "n_mels", "f_min_hz", "f_max_hz",
-                  "log_floor", "min_clip_ms", "utterance_norm", "n_fft", "hop_samples", "frames_per_s",
+                  "log_floor", "min_clip_ms", "utterance_norm", "level_dbfs", "n_fft", "hop_samples", "frames_per_s",
                   "feature_set", "dim", "functionals")
 
 

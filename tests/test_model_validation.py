@@ -159,10 +159,12 @@ def _as_format_1(folder: Path) -> None:
     doc = json.loads((folder / "bundle.json").read_text())
     args = dict(doc["model"]["args"])
     conformer = args.pop("conformer")
+    conformer.pop("level_dbfs")   # added after format 1 (input-level normalisation, off by default)
     args = {**conformer, **{k.replace("functionals_", "egemaps_") if k != "functionals" else k: v
                             for k, v in args.items()}}
     assert set(args) == set(shipped_v1["model"]["args"])  # the real format-1 argument names
     feature = dict(doc["feature"])
+    feature.pop("level_dbfs")
     feature["type"] = shipped_v1["feature"]["type"]
     block = feature.pop("functionals")
     feature["egemaps"] = {"feature_set": block["feature_set"], "functionals": block["dim"]}

@@ -151,6 +151,38 @@ def test_utterance_norm_removes_a_constant_gain():
     torch.testing.assert_close(quiet, loud, atol=2e-3, rtol=1e-3)
 
 
+def test_level_dbfs_hears_every_microphone_gain_as_one_level():
+    """Scaled to one input level first, a clip gives the same output at -20..+20 dB of gain, in a
+    padded batch as alone; without it the gain changes the output; silence is not lifted past 40 dB."""
+    from models.features import MAX_LEVEL_GAIN_DB, LogMelConfig, LogMelFrontend, active_level_db
+
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    speech = (rng.standard_normal(24_000) * np.repeat(rng.uniform(0.01, 0.1, 24), 1_000)).astype(np.float32)
+    speech[8_000:12_000] = 0.0   # a pause must not lower the measured level
+    other = (rng.standard_normal(9_000) * 0.02).astype(np.float32)
+    model = build_model("cnn", level_dbfs=-30.0).eval()
+    plain = build_model("cnn").eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        outputs = [model(*pad_batch([speech * 10 ** (db / 20), other]))[0] for db in (-20, 0, 20)]
+        alone = model(*pad_batch([speech]))[0]
+        assert not torch.allclose(plain(*pad_batch([speech * 10.0]))[0], plain(*pad_batch([speech]))[0], atol=1e-3)
+    for out in outputs[1:] + [alone]:
+        torch.testing.assert_close(out, outputs[0], atol=1e-4, rtol=1e-4)
+    cfg = LogMelConfig()
+    wave, lengths = pad_batch([speech, speech[:12_000]])
+    level = active_level_db(wave, lengths, cfg)
+    assert abs(level[0] - level[1]) < 3.0   # the first 0.75 s already hold the clip's level
+    sine = torch.sin(torch.arange(16_000) / 5.0).unsqueeze(0) * 0.1
+    assert abs(active_level_db(sine, torch.tensor([16_000]), cfg).item() - (-23.01)) < 0.05
+    quiet = pad_batch([rng.standard_normal(16_000).astype(np.float32) * 1e-3])   # about -60 dB
+    lifted = LogMelFrontend(level_dbfs=-10.0).log_mel(*quiet).features - LogMelFrontend().log_mel(*quiet).features
+    assert abs(lifted.mean().item() - MAX_LEVEL_GAIN_DB / 10 * np.log(10)) < 0.05   # +40 dB, not +50
+    with pytest.raises(ValueError, match="level_dbfs"):
+        build_model("cnn", level_dbfs=5.0)
+
+
 def test_set_spec_augment_switches_training_masks():
     torch.manual_seed(0)
     model = build_model("conformer-v1", dropout=0.0, time_mask_frames=80, freq_mask_bins=30)

@@ -34,11 +34,11 @@ EPILOG = """examples:
 multi-GPU / multi-process: torchrun --nproc_per_node 2 -m train fit ...  (only rank 0 writes)"""
 
 
-def _data_options(p: argparse.ArgumentParser) -> None:
+def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", action="append", type=Path, required=True, metavar="DIR",
+    g.add_argument("--data", action="append", type=Path, required=required, metavar="DIR",
                    help="dataset folder (repeat once per --dataset, same order); csv: the CSV file or its folder")
-    g.add_argument("--dataset", action="append", required=True, metavar="NAME",
+    g.add_argument("--dataset", action="append", required=required, metavar="NAME",
                    help=f"one of {', '.join(DATASET_NAMES)}; repeat or join with ',' or '+' to combine "
                         "(e.g. emodb+ravdess with two --data folders)")
     g.add_argument("--manifest", type=Path, metavar="CSV",
@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fused run folder to write (fold ensembles, ensemble.json, cv_metrics.json)")
     fuse.add_argument("--name", metavar="NAME", help="ensemble name shown in the monitor (default fusion-RUN+RUN)")
     fuse.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
+    lev = sub.add_parser("set-level", help="switch input-level normalisation of trained log-mel models on or off "
+                                           "(bundle.json only; weights untouched)")
+    lev.add_argument("folder", type=Path, metavar="FOLDER", help="a bundle, ensemble or cv run folder; every "
+                     "bundle.json under it is rewritten")
+    lev.add_argument("--level-dbfs", metavar="DB|off",
+                     help="input level in dB re full scale (mean power of each clip's frames within 20 dB of its "
+                          "loudest; a full-scale sine is -3 dB), or 'off'; default: the median level of the "
+                          "clips given with --data/--dataset")
+    _data_options(lev, required=False)
     rep = sub.add_parser("report", help="markdown table comparing run folders (egemaps-svm row = reference)")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                      help="cv or fit run folders; a cv run with only some folds finished is a row marked partial")
@@ -196,6 +205,37 @@ def spec_from_args(ns: argparse.Namespace):
                    cache_dir=ns.cache_dir, command="python -m train " + shlex.join(sys.argv[1:]))
 
 
+def run_set_level(ns: argparse.Namespace, argv: list[str]) -> None:
+    """`set-level`: the level from --level-dbfs, else measured on --data; then rewrite the bundles."""
+    from train.level import level_bundles, median_level_db, set_level
+
+    level_bundles(ns.folder)  # a wrong folder fails before any audio is decoded
+    if ns.level_dbfs is not None:
+        if ns.data:
+            raise ValueError("give --level-dbfs or --data/--dataset to measure it, not both")
+        level = None if ns.level_dbfs == "off" else _float_arg("--level-dbfs", ns.level_dbfs)
+    else:
+        if not ns.data or not ns.dataset:
+            raise ValueError("give --level-dbfs DB (or off), or --data and --dataset to measure the median level")
+        from train.loop import TrainConfig
+        from train.runs import RunSpec, load_run_data
+
+        spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.folder, TrainConfig(),
+                       manifest=ns.manifest, calm_as_neutral=ns.calm_as_neutral)
+        level = round(median_level_db(load_run_data(spec, None).data.waves), 1)
+        print(f"median input level of the clips: {level} dB re full scale")
+    paths = set_level(ns.folder, level, "python -m train " + shlex.join(argv))
+    state = "off" if level is None else f"{level} dB re full scale"
+    print(f"input-level normalisation {state} in {len(paths)} bundle(s) under {ns.folder}")
+
+
+def _float_arg(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number or 'off', got {value!r}") from None
+
+
 def _set_threads(requested: int | None) -> None:
     import torch
 
@@ -242,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.run,
                            TrainConfig(device=ns.torch_device), manifest=ns.manifest)
             run_robustness(ns.run, spec, corruption, ns.batch_size)
+            return 0
+        if ns.command == "set-level":
+            run_set_level(ns, sys.argv[1:] if argv is None else argv)
             return 0
         if ns.command == "fuse":
             from train.fuse import run_fuse

@@ -21,17 +21,21 @@ from models.features import LogMelConfig, LogMelFrontend, SpecAugmentConfig, fra
 class LogMelArgs:
     """Front-end arguments every log-mel architecture config starts with (model args stay flat).
 
-    n_mels: mel bins; utterance_norm: subtract each clip's mean per bin; spec_augment with
-    freq_mask_bins / time_mask_frames: SpecAugment mask widths (training mode only)."""
+    n_mels: mel bins; utterance_norm: subtract each clip's mean per bin; level_dbfs: scale each clip
+    to this input level first (dB re full scale of its active frames; None = as recorded);
+    spec_augment with freq_mask_bins / time_mask_frames: SpecAugment mask widths (training mode only)."""
 
     n_mels: int = 64
     utterance_norm: bool = False
+    level_dbfs: float | None = None
     spec_augment: bool = True
     freq_mask_bins: int = 8
     time_mask_frames: int = 20
 
     def __post_init__(self) -> None:
         check_fields(self, {"n_mels": (8, 256), "freq_mask_bins": (0, 256), "time_mask_frames": (0, 10_000)})
+        if self.level_dbfs is not None and not -80.0 <= self.level_dbfs <= 0.0:
+            raise ValueError(f"level_dbfs must be between -80 and 0 dB re full scale, got {self.level_dbfs}")
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,8 @@ def make_frontend(args: LogMelArgs) -> LogMelFrontend:
     """The log-mel front end a config's LogMelArgs describe (25 ms / 10 ms frames at 16 kHz)."""
     return LogMelFrontend(LogMelConfig(n_mels=args.n_mels),
                           SpecAugmentConfig(freq_mask_bins=args.freq_mask_bins, time_mask_frames=args.time_mask_frames),
-                          spec_augment_enabled=args.spec_augment, utterance_norm=args.utterance_norm)
+                          spec_augment_enabled=args.spec_augment, utterance_norm=args.utterance_norm,
+                          level_dbfs=args.level_dbfs)
 
 
 def build_config(config_cls: type, model_label: str, args: dict[str, Any]) -> Any:
