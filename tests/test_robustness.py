@@ -53,3 +53,22 @@ def test_unfinished_run_and_wrong_data_are_one_line_errors(cv_run, tmp_path, cap
     assert "not in the data" in capsys.readouterr().err
     assert main(["robustness", str(tmp_path), "--dataset", "csv", "--data", str(csv_path)]) == 2
     assert "no folds.json" in capsys.readouterr().err
+
+
+def test_gains_are_scored_and_a_levelled_run_hears_them_alike(cv_run, tmp_path, capsys):
+    csv_path, out = cv_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    data = ["--dataset", "csv", "--data", str(csv_path), "--threads", "2"]
+    assert main(["robustness", str(run), *data, "--gain-db", "0", "-18", "-6"]) == 0
+    payload = json.loads((run / "robustness.json").read_text())
+    unity, quiet, _ = payload["gain"]
+    assert [g["gain_db"] for g in payload["gain"]] == [0, -18, -6]
+    assert unity["oof"]["confusion"] == payload["clean"]["oof"]["confusion"] and unity["macro_f1_drop"] == 0
+    assert quiet["oof"]["confusion"] != payload["clean"]["oof"]["confusion"]   # 18 dB quieter is heard
+    assert "gain -18 dB: macro-F1" in capsys.readouterr().out
+    assert main(["set-level", str(run), "--level-dbfs", "-25"]) == 0
+    assert main(["robustness", str(run), *data, "--gain-db", "-18", "-6"]) == 0
+    levelled = json.loads((run / "robustness.json").read_text())
+    for gain in levelled["gain"]:
+        assert gain["oof"]["confusion"] == levelled["clean"]["oof"]["confusion"]

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reverberation time of the simulated room, in seconds (default 0.5)")
     rob.add_argument("--noise", choices=("white", "pink", "brown"), default="pink",
                      help="noise colour (default pink, close to room and fan noise)")
+    rob.add_argument("--gain-db", type=float, nargs="+", default=[], metavar="DB",
+                     help="also score the clean test clips at these microphone gains, in dB (e.g. -12 12; "
+                          "clipped at full scale)")
     rob.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
     fuse = sub.add_parser("fuse", help="fuse finished cv runs on the same folds (e.g. heads on two encoders) "
                                        "into one cv run: fold k averages every run's fold-k model")
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             corruption = CorruptionConfig(snr_db=ns.snr_db, rt60_s=ns.rt60_s, noise_colour=ns.noise)
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.run,
                            TrainConfig(device=ns.torch_device), manifest=ns.manifest)
-            run_robustness(ns.run, spec, corruption, ns.batch_size)
+            run_robustness(ns.run, spec, corruption, ns.batch_size, tuple(ns.gain_db))
             return 0
         if ns.command == "set-level":
             run_set_level(ns, sys.argv[1:] if argv is None else argv)

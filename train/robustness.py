@@ -6,7 +6,11 @@ the test clips that `RUN_DIR/folds.json` gave that fold, once clean and once thr
 weights: the difference is what a real room costs. The corruption of a clip is seeded by its file
 name, so every system sees the same corrupted audio.
 
-Writes `RUN_DIR/robustness.json` (clean and corrupted fold summaries, out-of-fold scores, the drop).
+With `gains_db`, each fold also predicts its clean test clips at those microphone gains (clipped at
+full scale like a converter would), since a level the model never heard can read as an emotion.
+
+Writes `RUN_DIR/robustness.json` (clean and corrupted fold summaries, out-of-fold scores, the drop,
+and per gain its summary, out-of-fold scores and drop).
 """
 from __future__ import annotations
 
@@ -82,13 +86,21 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     return {"labels": labels, "covered": covered, "results": results, "oof": oof}
 
 
-def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size: int = 16) -> dict:
+def _at_gain(gain_db: float) -> Callable[[np.ndarray, str], np.ndarray]:
+    factor = 10 ** (gain_db / 20)
+    return lambda wave, name: np.clip(wave * factor, -1.0, 1.0)
+
+
+def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size: int = 16,
+                   gains_db: tuple[float, ...] = ()) -> dict:
     """Score every fold model of `run_dir` on its clean and corrupted test clips (data from `spec`,
-    a train.runs.RunSpec naming the datasets). Returns and writes the robustness.json payload."""
+    a train.runs.RunSpec naming the datasets), and on its clean clips at each of `gains_db`.
+    Returns and writes the robustness.json payload."""
     run_dir = Path(run_dir)
-    scored = score_fold_models(run_dir, spec, {
-        "clean": lambda wave, name: wave,
-        "corrupted": lambda wave, name: corrupt(wave, corruption, zlib.crc32(name.encode()))}, batch_size)
+    variants = {"clean": lambda wave, name: wave,
+                "corrupted": lambda wave, name: corrupt(wave, corruption, zlib.crc32(name.encode()))}
+    variants.update({f"gain {g:+g} dB": _at_gain(g) for g in gains_db})
+    scored = score_fold_models(run_dir, spec, variants, batch_size)
     labels, covered = scored["labels"], scored["covered"]
     clean_sum = summarise_folds(scored["results"]["clean"])
     dirty_sum = summarise_folds(scored["results"]["corrupted"])
@@ -100,6 +112,15 @@ def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size
                       "oof": score(labels[covered], scored["oof"]["corrupted"][covered]).to_dict()},
         "macro_f1_drop": clean_sum["macro_f1"]["mean"] - dirty_sum["macro_f1"]["mean"],
     }
+    if gains_db:
+        payload["gain"] = []
+        for g in gains_db:
+            summary = summarise_folds(scored["results"][f"gain {g:+g} dB"])
+            payload["gain"].append({
+                "gain_db": g, "summary": summary,
+                "oof": score(labels[covered], scored["oof"][f"gain {g:+g} dB"][covered]).to_dict(),
+                "macro_f1_drop": clean_sum["macro_f1"]["mean"] - summary["macro_f1"]["mean"]})
+            print(f"gain {g:+g} dB: macro-F1 {summary['macro_f1']['mean']:.3f}")
     write_json(run_dir / "robustness.json", payload)
     print(f"macro-F1 over {len(scored['results']['clean'])} folds: clean {clean_sum['macro_f1']['mean']:.3f}, "
           f"{corruption.label}: {dirty_sum['macro_f1']['mean']:.3f} "
