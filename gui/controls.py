@@ -13,13 +13,13 @@ from gui.widgets import LevelMeter, SpaceIsStartStop, SpeechIndicator
 from realtime.devices import DeviceError, InputDevice, list_input_devices, rescan_devices
 
 DEFAULT_BUNDLE_JSON = Path(__file__).resolve().parent.parent / "models" / "default" / "bundle.json"
-# Keys saved by older VEDs: "conformer" before the default became doublestream-v4,
+# Keys saved by older VEDs: "conformer" (the first default's name),
 # "wavlm-ensemble" before the primary could be any ensemble (Whisper heads too).
 LEGACY_MODEL_KEYS = {"conformer": "default", "wavlm-ensemble": "primary"}
 
 
 def default_model_title(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> str:
-    """"doublestream-v4 (default)": the architecture the shipped bundle records (JSON only, no torch)."""
+    """"conformer-v3.1 (default)": the architecture the shipped bundle records (JSON only, no torch)."""
     try:
         name = json.loads(bundle_json.read_text(encoding="utf-8"))["model"]["name"]
     except (OSError, ValueError, KeyError, TypeError):

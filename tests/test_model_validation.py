@@ -198,17 +198,16 @@ def test_format_1_bundle_predicts_like_its_format_2_twin(tmp_path):
 
 
 def test_shipped_format_1_default_predicts_as_before_the_refactor(shared_data):
-    """While models/default is the format-1 bundle of 2026-12-01, it gives the probabilities the
-    pre-format-2 code gave (tests/data/default_v1_reference.json) on real CREMA-D clips."""
+    """The format-1 bundle shipped as models/default until 2026-12-02 (doublestream-v4 on EmoDB; kept
+    in tests/data/default_v1, the same git blobs) gives the probabilities the pre-format-2 code gave
+    (tests/data/default_v1_reference.json) on real CREMA-D clips."""
     import soundfile as sf
 
     reference = json.loads((DATA / "default_v1_reference.json").read_text())
-    folder = REPO / "models" / "default"
-    if json.loads((folder / "bundle.json").read_text()).get("format_version") != 1:
-        pytest.skip("models/default is no longer the format-1 bundle; the twin test above covers format 1")
+    folder = DATA / "default_v1"
+    assert json.loads((folder / "bundle.json").read_text())["format_version"] == 1
     classifier = load_bundle_classifier(folder, device="cpu")
-    if classifier.checkpoint_hash != reference["checkpoint_hash"]:
-        pytest.skip("models/default holds other weights than the recorded reference")
+    assert classifier.checkpoint_hash == reference["checkpoint_hash"]
     clips = [sf.read(shared_data / "crema-d" / "AudioFLAC" / name, dtype="float32")[0] for name in reference["clips"]]
     np.testing.assert_allclose(classifier.predict(clips), np.array(reference["probs"]), rtol=0, atol=2e-6)
 
