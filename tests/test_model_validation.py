@@ -199,12 +199,12 @@ def test_format_1_bundle_predicts_like_its_format_2_twin(tmp_path):
 
 def test_shipped_format_1_default_predicts_as_before_the_refactor(shared_data):
     """The format-1 bundle shipped as models/default until 2026-12-02 (doublestream-v4 on EmoDB; kept
-    in tests/data/default_v1, the same git blobs) gives the probabilities the pre-format-2 code gave
+    in models/archive/doublestream-v4-emodb, the same git blobs) gives the probabilities the pre-format-2 code gave
     (tests/data/default_v1_reference.json) on real CREMA-D clips."""
     import soundfile as sf
 
     reference = json.loads((DATA / "default_v1_reference.json").read_text())
-    folder = DATA / "default_v1"
+    folder = REPO / "models" / "archive" / "doublestream-v4-emodb"
     assert json.loads((folder / "bundle.json").read_text())["format_version"] == 1
     classifier = load_bundle_classifier(folder, device="cpu")
     assert classifier.checkpoint_hash == reference["checkpoint_hash"]
