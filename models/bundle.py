@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from models.atomic import write_atomically
 from models.classifier import SAMPLE_RATE_HZ
 from models.contract import FunctionalsModel, TrainableModel
 from models.labels import EMOTIONS
@@ -63,13 +63,6 @@ def file_hash(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call write(tmp_path) then rename over `path`, so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any] | None = None) -> Path:
     """Write `model` (an nn.Module or a functionals classifier) as a format-2 bundle folder; return its path.
 
@@ -97,11 +90,11 @@ def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any]
         from safetensors.torch import save_file
 
         state = {key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}
-        _atomic_write_bytes(weights, lambda tmp: save_file(state, str(tmp), metadata={"model": name}))
+        write_atomically(weights, lambda tmp: save_file(state, str(tmp), metadata={"model": name}))
     else:
         import joblib
 
-        _atomic_write_bytes(weights, lambda tmp: joblib.dump(model, tmp))
+        write_atomically(weights, lambda tmp: joblib.dump(model, tmp))
     reserved = {"format_version", "kind", "model", "labels", "sample_rate_hz", "created_utc"}
     clashes = sorted(reserved & set(meta))
     if clashes:
@@ -122,7 +115,7 @@ def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any]
         **meta,
     }
     text = json.dumps(doc, indent=2, sort_keys=False, default=_json_default)
-    _atomic_write_bytes(out / BUNDLE_JSON, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    write_atomically(out / BUNDLE_JSON, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
     return out
 
 

@@ -9,7 +9,7 @@ few speakers). F = the set's dimension.
     egemaps_batch(waves)                            list of [T_i]      -> float32 [N, 88]
     functionals_batch(waves, feature_set)           list of [T_i]      -> float32 [N, F]
     cached_functionals(paths, cache_dir, feature_set) audio files      -> float32 [N, F]
-                                                    (cache keyed by path+mtime+size+set)
+                                                    (cache keyed by file content + set)
 
 openSMILE fills clips shorter than about 0.1 s with NaN; such clips are
 zero-padded (centred) to `min_clip_ms` first, and any value that is still not
@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from models.atomic import save_npy_atomically
 from models.config_checks import check_fields
 
 EGEMAPS_DIM = 88
@@ -142,11 +143,15 @@ def read_mono_16k(path: str | Path) -> np.ndarray:
 
 
 def cache_key(path: str | Path, feature_set: str = FEATURE_SET) -> str:
-    """sha1 of absolute path + mtime_ns + size + feature set: changes when the file does."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    text = f"{resolved}|{stat.st_mtime_ns}|{stat.st_size}|{feature_set}"
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+    """sha1 of the file's bytes + feature set: changes when the content does.
+
+    Not keyed on path or mtime, because a corpus copied afresh (new mtimes, another folder) must
+    still hit the cache: hashing ~50 KB of FLAC is far cheaper than one openSMILE extraction."""
+    digest = hashlib.sha1(f"{feature_set}|".encode("utf-8"))
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cached_functionals(paths: Sequence[str | Path], cache_dir: str | Path,
@@ -154,8 +159,9 @@ def cached_functionals(paths: Sequence[str | Path], cache_dir: str | Path,
                    progress: bool = True, feature_set: str = FEATURE_SET) -> np.ndarray:
     """Functionals (eGeMAPS by default) for audio files -> float32 [N, F], computing only files not cached yet.
 
-    Each file's vector is stored as `<cache_dir>/<cache_key>.npy`; a changed
-    file (new mtime or size) gets a new key. `load_wave` must return float32
+    Each file's vector is stored as `<cache_dir>/<cache_key>.npy`; a file whose
+    content changes gets a new key. Jobs may share `cache_dir`: each writes its own
+    temporary file, so two computing the same entry both succeed. `load_wave` must return float32
     16 kHz mono (default: soundfile + soxr). A corrupt cache entry is recomputed.
     """
     cache = Path(cache_dir)
@@ -167,9 +173,7 @@ def cached_functionals(paths: Sequence[str | Path], cache_dir: str | Path,
         row = _read_entry(entry, dim)
         if row is None:
             row = functionals(load_wave(Path(path)), feature_set)
-            tmp = entry.with_name(entry.stem + ".tmp.npy")
-            np.save(tmp, row)
-            tmp.replace(entry)
+            save_npy_atomically(entry, row)
         rows.append(row)
     return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -133,10 +134,19 @@ def test_cached_functionals_reuses_and_invalidates(tmp_path, emodb_dir):
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first[0], functionals(_emodb_wave(emodb_dir)), rtol=1e-4, atol=1e-4)
 
-    old_key = cache_key(clip)
-    stat = clip.stat()
-    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
-    assert cache_key(clip) != old_key
+    # a fresh copy of the corpus (another folder, a new mtime) is the same content: still cached
+    copy = tmp_path / "copy" / "clip.wav"
+    copy.parent.mkdir()
+    shutil.copyfile(clip, copy)
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    assert cache_key(copy) == cache_key(clip)
+    np.testing.assert_array_equal(cached_functionals([copy], cache, load_wave=loader, progress=False), first)
+    assert len(calls) == 1
+    # changed samples are a new entry
+    wave, rate = sf.read(clip, dtype="float32")
+    sf.write(clip, 0.5 * wave, rate)
+    assert cache_key(clip) != cache_key(copy)
     cached_functionals([clip], cache, load_wave=loader, progress=False)
     assert len(calls) == 2 and len(list(cache.glob("*.npy"))) == 2
 

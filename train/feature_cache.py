@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from models.atomic import save_npy_atomically
 from models.contract import CacheableFrontEnd
 from models.labels import NUM_CLASSES
 from train.augment import AugmentConfig, WaveAugmenter
@@ -139,20 +139,14 @@ def _fill_cache(model: nn.Module, keys: list[str], make_wave: Callable[[int], np
         estimate = first.nbytes * len(todo)
         print(f"feature cache: {len(todo)} clip(s) to compute, about {estimate / 2**20:.1f} MiB "
               f"(fp16) will be written to {folder}")
-        _save_atomic(paths[todo[0]], first)
+        # atomic with a per-writer temporary name: a killed job leaves no truncated entry, and
+        # fold jobs sharing the cache never collide
+        save_npy_atomically(paths[todo[0]], first)
         for i in tqdm(todo[1:], desc=desc, unit="clip"):
-            _save_atomic(paths[i], _features(model, make_wave(i), device)[0])
+            save_npy_atomically(paths[i], _features(model, make_wave(i), device)[0])
     barrier()
     lengths = [int(np.load(p, mmap_mode="r").shape[0]) for p in paths]
     return paths, lengths, int(json.loads((folder / "meta.json").read_text())["time_axis"])
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """A job killed mid-write must not leave a truncated file that later runs take as cached."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
 
 
 def _time_axis(model: nn.Module, shape: tuple[int, ...], frames: int) -> int:
