@@ -73,19 +73,24 @@ class EnsembleClassifier(Classifier):
 
     def predict(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """list of float32 16 kHz mono arrays -> mean probabilities float32 [B, len(labels)]."""
+        return self.predict_members(waveforms).mean(axis=0)
+
+    def predict_members(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """Each member's probabilities, in ensemble.json order: float32 [K, B, len(labels)].
+        Shared mode runs one front-end pass per distinct front end for all its heads."""
         if len(waveforms) == 0:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
+            return np.zeros((self.size, 0, len(self.labels)), dtype=np.float32)
         if not self.shared:
-            return np.mean([m.predict(waveforms) for m in self.members], axis=0).astype(np.float32)
+            return np.stack([m.predict(waveforms) for m in self.members]).astype(np.float32)
         arrays = [np.asarray(w, dtype=np.float32).reshape(-1) for w in waveforms]
         wave, lengths = pad_batch(arrays, device=self.device, pin_memory=self._pin)
-        member_probs = []
+        by_head: dict[int, torch.Tensor] = {}
         with torch.inference_mode():
             for group in self._groups:
                 feats, feat_lengths = group[0].frontend_features(wave, lengths)
-                member_probs += [torch.softmax(head.forward_features(feats, feat_lengths).float(), dim=-1)
-                                 for head in group]
-            probs = torch.stack(member_probs).mean(dim=0)
+                for head in group:
+                    by_head[id(head)] = torch.softmax(head.forward_features(feats, feat_lengths).float(), dim=-1)
+            probs = torch.stack([by_head[id(head)] for head in self.heads])
         return probs.cpu().numpy().astype(np.float32, copy=False)
 
     def member_probabilities(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:

@@ -82,6 +82,14 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="frozen-encoder models with --cache-dir: also cache N augmented copies (--augment) of each "
                         "training clip's encoder states; each epoch draws the clean clip or one copy (default 0)")
     t.add_argument("--no-spec-augment", action="store_true", help="switch SpecAugment off (log-mel models)")
+    t.add_argument("--teacher", type=Path, metavar="DIR",
+                   help="knowledge distillation: blend this trained model's probabilities into every training "
+                        "target. cv: a cv run on the same folds (its fold-k members teach fold k; its folds.json must "
+                        "put each test speaker in the same fold), e.g. models/primary; fit: any model folder. "
+                        "Its probabilities are cached in --cache-dir")
+    t.add_argument("--teacher-weight", type=float, metavar="W",
+                   help="share of each training target that is the teacher's probabilities, 0-1 "
+                        "(default 0.5 with --teacher)")
     t.add_argument("--epochs", type=int, metavar="N", help="maximum training epochs")
     t.add_argument("--batch-size", type=int, metavar="N", help="clips per batch (per process)")
     t.add_argument("--lr", type=float, metavar="LR", help="peak AdamW learning rate (warmup, then cosine decay)")
@@ -194,7 +202,7 @@ def spec_from_args(ns: argparse.Namespace):
         "mixup_alpha": ns.mixup_alpha, "device": ns.torch_device, "workers": ns.workers, "loss": ns.loss,
         "focal_gamma": ns.focal_gamma, "label_smoothing": ns.label_smoothing,
         "spec_augment": False if ns.no_spec_augment else None,
-        "cached_augment_copies": ns.cached_augment_copies,
+        "cached_augment_copies": ns.cached_augment_copies, "teacher_weight": _teacher_weight(ns),
     }
     cfg = build_train_config(ns.model, overrides, augment=ns.augment)
     if not 0 <= ns.val_fraction < 1:
@@ -205,7 +213,24 @@ def spec_from_args(ns: argparse.Namespace):
                    calm_as_neutral=ns.calm_as_neutral,
                    folds=getattr(ns, "folds", 4), only_folds=tuple(getattr(ns, "fold", ())),
                    val_fraction=ns.val_fraction, resume=ns.resume,
-                   cache_dir=ns.cache_dir, command="python -m train " + shlex.join(sys.argv[1:]))
+                   cache_dir=ns.cache_dir, command="python -m train " + shlex.join(sys.argv[1:]),
+                   teacher_dir=ns.teacher)
+
+
+def _teacher_weight(ns: argparse.Namespace) -> float | None:
+    """--teacher-weight, 0.5 when only --teacher is given; an error for a weight without a teacher
+    or a teacher for a model that does not train on targets (the SVM and logistic regression)."""
+    from models.registry import get_spec
+
+    if ns.teacher is None:
+        if ns.teacher_weight is not None:
+            raise ValueError("--teacher-weight needs --teacher DIR")
+        return None
+    if get_spec(ns.model).family == "classical":
+        raise ValueError(f"--teacher: {ns.model} is fitted on hard labels only; distil into a neural model")
+    if not ns.teacher.is_dir():
+        raise ValueError(f"--teacher folder not found: {ns.teacher}")
+    return 0.5 if ns.teacher_weight is None else ns.teacher_weight
 
 
 def run_set_level(ns: argparse.Namespace, argv: list[str]) -> None:

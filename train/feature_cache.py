@@ -92,7 +92,7 @@ def cached_feature_data(model: nn.Module, waves: list[np.ndarray], cache_dir: Pa
 
     Returns (cache file per clip, frames per clip, frame axis of the model's batched features).
     """
-    keys = [_wave_key(w) for w in waves]
+    keys = [wave_key(w) for w in waves]
     return _fill_cache(model, keys, lambda i: waves[i], Path(cache_dir) / _model_key(model), device, dist)
 
 
@@ -106,7 +106,7 @@ def cached_augmented_copies(model: nn.Module, waves: list[np.ndarray], augment: 
     Returns, per copy, (cache file per clip, frames per clip)."""
     tag = hashlib.sha256(json.dumps([asdict(augment), seed], sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache_dir) / _model_key(model)
-    clean_keys = [_wave_key(w) for w in waves]
+    clean_keys = [wave_key(w) for w in waves]
     out = []
     for k in range(1, copies + 1):
         keys = [f"{key}-aug{tag}-{k}" for key in clean_keys]
@@ -120,7 +120,7 @@ def cached_augmented_copies(model: nn.Module, waves: list[np.ndarray], augment: 
     return out
 
 
-def _wave_key(wave: np.ndarray) -> str:
+def wave_key(wave: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(wave, np.float32).tobytes()).hexdigest()[:32]
 
 

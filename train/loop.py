@@ -29,7 +29,8 @@ from models.labels import NUM_CLASSES
 from train.augment import AugmentConfig, WaveAugmenter, mixup
 from train.distributed import DistInfo, dist_info, wrap_ddp
 from train.evaluate import EvalResult, score
-from train.losses import LossConfig, class_weights_from_counts, make_loss, one_hot
+from train.losses import LossConfig, class_weights_from_counts, make_loss
+from train.teacher import blend_targets
 
 STATE_FILE = "train_state.pt"
 
@@ -60,6 +61,9 @@ class TrainConfig:
     # instead this many augmented copies of each training clip are cached, and every epoch draws one
     # of (clean, copy 1, ..., copy N) per clip. 0 = clean features only.
     cached_augment_copies: int = 0
+    # Knowledge distillation: each training target is (1 - w) * one-hot + w * the teacher's
+    # probabilities for that clip (ClipData.teacher). 0 = hard labels only.
+    teacher_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "patience_epochs", "eval_batch_size"):
@@ -71,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.mixup_alpha < 0 or self.workers < 0 or self.cached_augment_copies < 0:
             raise ValueError("mixup_alpha, workers and cached_augment_copies must be >= 0")
+        if not 0 <= self.teacher_weight <= 1:
+            raise ValueError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -80,15 +86,18 @@ class TrainConfig:
 
 @dataclass
 class ClipData:
-    """In-memory clips: waves float32 16 kHz [T_i], labels int64 [N], egemaps float32 [N, 88] or None."""
+    """In-memory clips: waves float32 16 kHz [T_i], labels int64 [N], egemaps float32 [N, 88] or None,
+    teacher float32 [N, C] (a teacher model's probabilities, train.teacher) or None."""
 
     waves: list[np.ndarray]
     labels: np.ndarray
     egemaps: np.ndarray | None = None
+    teacher: np.ndarray | None = None
 
     def subset(self, idx: list[int]) -> "ClipData":
         return ClipData([self.waves[i] for i in idx], self.labels[idx],
-                        None if self.egemaps is None else self.egemaps[idx])
+                        None if self.egemaps is None else self.egemaps[idx],
+                        None if self.teacher is None else self.teacher[idx])
 
 
 @dataclass
@@ -270,7 +279,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     mix_gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
-    targets_all = one_hot(torch.from_numpy(train.labels), NUM_CLASSES)
+    targets_all = blend_targets(train.labels, train.teacher, cfg.teacher_weight)
     egemaps_all = None if train.egemaps is None else torch.from_numpy(train.egemaps).float()
 
     history: list[dict] = []

@@ -43,6 +43,9 @@ class RunSpec:
     cache_dir: Path | None = None
     command: str = ""
     calm_as_neutral: bool = False  # RAVDESS / CSV "calm" counts as neutral (otherwise dropped)
+    # knowledge distillation (train.teacher): in cv, fold k learns from the teacher's fold-k members,
+    # in fit from the whole teacher; train.teacher_weight says how much of each target is the teacher's
+    teacher_dir: Path | None = None
 
 
 @dataclass
@@ -137,14 +140,21 @@ def _training_meta(spec: RunSpec, extra: dict | None = None) -> dict:
 
 
 def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int], val_idx: list[int],
-             run_dir: Path) -> tuple[Any, dict]:
+             run_dir: Path, teacher_members: tuple[str, ...] | None = None) -> tuple[Any, dict]:
     """Build, normalise and train one model; returns (trained model, info for metrics.json).
 
     An empty val_idx (val-fraction 0) trains without a validation split: info["val"] is None.
+    With spec.teacher_dir, the teacher's probabilities on the training clips join the targets: the
+    mean of its `teacher_members` (ensemble.json names), or of the whole model when None.
     """
     from models.registry import build_model, get_spec
+    from train.loop import resolve_device
+    from train.teacher import teacher_probabilities
 
     fit_data, val_data = data.subset(fit_idx), data.subset(val_idx)
+    if spec.teacher_dir is not None:
+        fit_data.teacher = teacher_probabilities(spec.teacher_dir, fit_data.waves, resolve_device(spec.train.device),
+                                                 teacher_members, spec.cache_dir)
     args = dict(spec.model_args)
     if get_spec(spec.model).family == "classical":
         model = build_model(spec.model, **args)
@@ -184,6 +194,25 @@ def _save_bundle(out_dir: Path, model: Any, spec: RunSpec, meta: dict) -> None:
     save_bundle(out_dir, model, spec.model, meta)
 
 
+def _fold_teachers(spec: RunSpec, folds: list) -> dict[int, tuple[str, ...]]:
+    """fold index -> the teacher members it learns from, checked for every fold to train before any trains."""
+    if spec.teacher_dir is None:
+        return {}
+    from train.teacher import fold_members
+
+    return {f.index: fold_members(spec.teacher_dir, f.index, f.test_speakers) for f in folds
+            if not spec.only_folds or f.index in spec.only_folds}
+
+
+def _teacher_meta(spec: RunSpec, members: tuple[str, ...] | None) -> dict:
+    """What a bundle records about its teacher: folder, ensemble name, the members it learnt from."""
+    if spec.teacher_dir is None:
+        return {}
+    ensemble = Path(spec.teacher_dir) / "ensemble.json"
+    name = json.loads(ensemble.read_text()).get("name") if ensemble.is_file() else None
+    return {"teacher": {"folder": str(spec.teacher_dir), "name": name, "members": members or "all"}}
+
+
 def run_cv(spec: RunSpec) -> RunOutcome:
     """Speaker-grouped K-fold CV; writes fold{k}/ bundles, ensemble.json, cv_metrics.json and reports."""
     started = time.monotonic()
@@ -193,6 +222,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
     folds = make_folds(clips, spec.folds, spec.train.seed)
     if any(not 0 <= i < len(folds) for i in spec.only_folds):
         raise DataError(f"--fold must be between 0 and {len(folds) - 1}, got {list(spec.only_folds)}")
+    teachers = _fold_teachers(spec, folds)
     out = Path(spec.out_dir)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -217,7 +247,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         _say(f"fold {fold.index + 1}/{len(folds)}: test speakers {', '.join(fold.test_speakers)}")
         fold_started = time.monotonic()
         fit_idx, val_idx = validation_split(clips, fold.train_idx, spec.train.seed + fold.index, spec.val_fraction)
-        model, info = _fit_one(spec, data, clips, fit_idx, val_idx, fold_dir)
+        model, info = _fit_one(spec, data, clips, fit_idx, val_idx, fold_dir, teachers.get(fold.index))
         shared_backbone = shares_frontend(model)
         preds = _predict(model, data.subset(fold.test_idx)).argmax(1)
         oof[fold.test_idx] = preds
@@ -230,7 +260,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
             _save_bundle(fold_dir, model, spec, {
                 "fold": fold.index, "metrics": {"test": result.to_dict(), "val": info["val"],
                                                 "test_speakers": fold.test_speakers},
-                "training": _training_meta(spec, {"best_epoch": info["best_epoch"]}),
+                "training": _training_meta(spec, {"best_epoch": info["best_epoch"],
+                                                  **_teacher_meta(spec, teachers.get(fold.index))}),
                 "data": provenance(train_clips, spec.datasets, spec.data_dirs)})
             write_json(done, {"model": spec.model, "fold": fold.index, "eval": result.to_dict(),
                               "val": info["val"], "validation": _validation_info(clips, val_idx, spec.val_fraction),
@@ -288,7 +319,7 @@ def run_fit(spec: RunSpec) -> RunOutcome:
         out.mkdir(parents=True, exist_ok=True)
         _save_bundle(out, model, spec, {
             "fold": None, "metrics": {"val": info["val"], **validation},
-            "training": _training_meta(spec, {"best_epoch": info["best_epoch"]}),
+            "training": _training_meta(spec, {"best_epoch": info["best_epoch"], **_teacher_meta(spec, None)}),
             "data": provenance(clips, spec.datasets, spec.data_dirs)})
         write_json(out / "metrics.json", payload)
         if info["val"] is None:
