@@ -208,7 +208,9 @@ def _teacher_meta(spec: RunSpec, members: tuple[str, ...] | None) -> dict:
     """What a bundle records about its teacher: folder, ensemble name, the members it learnt from."""
     if spec.teacher_dir is None:
         return {}
-    ensemble = Path(spec.teacher_dir) / "ensemble.json"
+    from models.bundle import ENSEMBLE_JSON
+
+    ensemble = Path(spec.teacher_dir) / ENSEMBLE_JSON
     name = json.loads(ensemble.read_text()).get("name") if ensemble.is_file() else None
     return {"teacher": {"folder": str(spec.teacher_dir), "name": name, "members": members or "all"}}
 

@@ -22,12 +22,11 @@ import torch
 from tqdm import tqdm
 
 from models.atomic import save_npy_atomically
+from models.bundle import ENSEMBLE_JSON
 from models.labels import EMOTIONS, NUM_CLASSES
 from train.datasets import DataError
 from train.feature_cache import wave_key
 from train.losses import one_hot
-
-ENSEMBLE_JSON = "ensemble.json"
 
 
 def fold_members(teacher_dir: Path, fold_index: int, test_speakers: Sequence[str]) -> tuple[str, ...]:
