@@ -47,12 +47,34 @@ def test_unfinished_run_and_wrong_data_are_one_line_errors(cv_run, tmp_path, cap
     shutil.rmtree(partial / "fold1")
     assert main(["robustness", str(partial), "--dataset", "csv", "--data", str(csv_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "fold(s) [1] have no bundle" in err[0]
+    assert len(err) == 1 and "fold(s) [1] have no bundle" in err[0] and "--partial" in err[0]
     other = make_subset_csv(emodb_dir, tmp_path / "other", ("03",), 2)
     assert main(["robustness", str(out), "--dataset", "csv", "--data", str(other)]) == 2
     assert "not in the data" in capsys.readouterr().err
     assert main(["robustness", str(tmp_path), "--dataset", "csv", "--data", str(csv_path)]) == 2
     assert "no folds.json" in capsys.readouterr().err
+
+
+def test_partial_scores_only_the_finished_folds_and_says_so(cv_run, tmp_path, capsys):
+    csv_path, out = cv_run
+    data = ["--dataset", "csv", "--data", str(csv_path), "--threads", "2"]
+    assert main(["robustness", str(out), *data]) == 0
+    whole = json.loads((out / "robustness.json").read_text())
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    shutil.rmtree(partial / "fold0")
+    assert main(["robustness", str(partial), *data, "--partial"]) == 0
+    payload = json.loads((partial / "robustness.json").read_text())
+    assert payload["folds_scored"] == [1] and payload["folds_total"] == 2
+    assert "1 of 2 folds (partial: folds [1])" in capsys.readouterr().out
+    n_fold1 = len(json.loads((out / "folds.json").read_text())["folds"][1]["test_files"])
+    assert payload["clips"] == n_fold1 < whole["clips"]
+    for variant in ("clean", "corrupted"):  # fold 1 scores exactly as in the whole run
+        assert payload[variant]["summary"]["macro_f1"]["values"] == pytest.approx(
+            whole[variant]["summary"]["macro_f1"]["values"][1:])
+    shutil.rmtree(partial / "fold1")
+    assert main(["robustness", str(partial), *data, "--partial"]) == 2
+    assert "fold(s) [0, 1] have no bundle" in capsys.readouterr().err
 
 
 def test_gains_are_scored_and_a_levelled_run_hears_them_alike(cv_run, tmp_path, capsys):

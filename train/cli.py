@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also score the clean test clips at these microphone gains, in dB (e.g. -12 12; "
                           "clipped at full scale)")
     rob.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
+    rob.add_argument("--partial", action="store_true",
+                     help="score only the folds that have finished; robustness.json names them (folds_scored)")
     fuse = sub.add_parser("fuse", help="fuse finished cv runs on the same folds (e.g. heads on two encoders) "
                                        "into one cv run: fold k averages every run's fold-k model")
     fuse.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="finished `python -m train cv` runs")
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             corruption = CorruptionConfig(snr_db=ns.snr_db, rt60_s=ns.rt60_s, noise_colour=ns.noise)
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.run,
                            TrainConfig(device=ns.torch_device), manifest=ns.manifest)
-            run_robustness(ns.run, spec, corruption, ns.batch_size, tuple(ns.gain_db))
+            run_robustness(ns.run, spec, corruption, ns.batch_size, tuple(ns.gain_db), ns.partial)
             return 0
         if ns.command == "set-level":
             run_set_level(ns, sys.argv[1:] if argv is None else argv)

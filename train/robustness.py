@@ -43,13 +43,14 @@ def has_fold_model(fold_dir: Path) -> bool:
 
 
 def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndarray, str], np.ndarray]],
-                      batch_size: int = 16) -> dict:
+                      batch_size: int = 16, partial: bool = False) -> dict:
     """Every fold model of `run_dir` predicts the test clips folds.json gave its fold, once per variant
-    (name -> fn(wave, file name) -> wave that is scored; identity for clean audio).
+    (name -> fn(wave, file name) -> wave that is scored; identity for clean audio). A fold without a
+    model is an error, unless `partial`: then only the finished folds are scored (at least one).
 
-    Returns {"labels": true class per clip [N], "covered": scored clip indices,
-    "results": {variant: [EvalResult per fold]}, "oof": {variant: predicted class per clip [N], -1 where
-    not covered}}."""
+    Returns {"labels": true class per clip [N], "covered": scored clip indices, "folds": scored fold
+    indices, "results": {variant: [EvalResult per scored fold]}, "oof": {variant: predicted class per
+    clip [N], -1 where not covered}}."""
     from tqdm import tqdm
 
     from models.loader import load_classifier
@@ -58,8 +59,10 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     run_dir = Path(run_dir)
     fold_files = _fold_test_files(run_dir)
     missing = [k for k in range(len(fold_files)) if not has_fold_model(run_dir / f"fold{k}")]
-    if missing:
-        raise DataError(f"{run_dir}: fold(s) {missing} have no bundle; finish the CV run first")
+    if missing and (not partial or len(missing) == len(fold_files)):
+        hint = "" if partial else " (or pass --partial to score the finished ones)"
+        raise DataError(f"{run_dir}: fold(s) {missing} have no bundle; finish the CV run first{hint}")
+    scored_folds = [k for k in range(len(fold_files)) if k not in missing]
     loaded = load_run_data(spec, functionals=None)
     by_name = {c.path.name: i for i, c in enumerate(loaded.clips)}
     labels = loaded.data.labels
@@ -67,7 +70,8 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     results: dict[str, list] = {v: [] for v in variants}
     covered: list[int] = []
     device = None if spec.train.device == "auto" else spec.train.device
-    for k, names in enumerate(fold_files):
+    for k in scored_folds:
+        names = fold_files[k]
         absent = [n for n in names if n not in by_name]
         if absent:
             raise DataError(f"fold {k}: {len(absent)} test clip(s) of folds.json are not in the data "
@@ -83,7 +87,7 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
         covered += idx
         print(f"fold {k}: macro-F1 " + ", ".join(f"{v} {r[-1].macro_f1:.3f}" for v, r in results.items()),
               flush=True)
-    return {"labels": labels, "covered": covered, "results": results, "oof": oof}
+    return {"labels": labels, "covered": covered, "folds": scored_folds, "results": results, "oof": oof}
 
 
 def _at_gain(gain_db: float) -> Callable[[np.ndarray, str], np.ndarray]:
@@ -92,21 +96,24 @@ def _at_gain(gain_db: float) -> Callable[[np.ndarray, str], np.ndarray]:
 
 
 def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size: int = 16,
-                   gains_db: tuple[float, ...] = ()) -> dict:
+                   gains_db: tuple[float, ...] = (), partial: bool = False) -> dict:
     """Score every fold model of `run_dir` on its clean and corrupted test clips (data from `spec`,
-    a train.runs.RunSpec naming the datasets), and on its clean clips at each of `gains_db`.
+    a train.runs.RunSpec naming the datasets), and on its clean clips at each of `gains_db`; with
+    `partial`, only the folds that have finished (payload "folds_scored" names them).
     Returns and writes the robustness.json payload."""
     run_dir = Path(run_dir)
     variants = {"clean": lambda wave, name: wave,
                 "corrupted": lambda wave, name: corrupt(wave, corruption, zlib.crc32(name.encode()))}
     variants.update({f"gain {g:+g} dB": _at_gain(g) for g in gains_db})
-    scored = score_fold_models(run_dir, spec, variants, batch_size)
+    scored = score_fold_models(run_dir, spec, variants, batch_size, partial)
     labels, covered = scored["labels"], scored["covered"]
+    folds_total = len(_fold_test_files(run_dir))
     clean_sum = summarise_folds(scored["results"]["clean"])
     dirty_sum = summarise_folds(scored["results"]["corrupted"])
     payload = {
         "run": str(run_dir), "corruption": {**corruption.__dict__, "label": corruption.label},
         "labels": list(EMOTIONS), "clips": len(covered),
+        "folds_scored": scored["folds"], "folds_total": folds_total,
         "clean": {"summary": clean_sum, "oof": score(labels[covered], scored["oof"]["clean"][covered]).to_dict()},
         "corrupted": {"summary": dirty_sum,
                       "oof": score(labels[covered], scored["oof"]["corrupted"][covered]).to_dict()},
@@ -122,7 +129,10 @@ def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size
                 "macro_f1_drop": clean_sum["macro_f1"]["mean"] - summary["macro_f1"]["mean"]})
             print(f"gain {g:+g} dB: macro-F1 {summary['macro_f1']['mean']:.3f}")
     write_json(run_dir / "robustness.json", payload)
-    print(f"macro-F1 over {len(scored['results']['clean'])} folds: clean {clean_sum['macro_f1']['mean']:.3f}, "
+    n_scored = len(scored["folds"])
+    over = (f"{n_scored} folds" if n_scored == folds_total
+            else f"{n_scored} of {folds_total} folds (partial: folds {scored['folds']})")
+    print(f"macro-F1 over {over}: clean {clean_sum['macro_f1']['mean']:.3f}, "
           f"{corruption.label}: {dirty_sum['macro_f1']['mean']:.3f} "
           f"(drop {payload['macro_f1_drop']:.3f}) -> {run_dir / 'robustness.json'}")
     return payload
