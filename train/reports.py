@@ -103,8 +103,9 @@ def _args_text(model_args: dict) -> str:
 
 
 def _recipe_text(training: dict) -> str:
-    """' epochs=20 patience=5 augment=microphone cached_augment_copies=1': where a run left its
-    registry recipe (epochs, patience, augmentation preset, cached augmented copies)."""
+    """' epochs=20 patience=5 augment=microphone cached_augment_copies=1 teacher=primary
+    teacher_weight=0.5': where a run left its registry recipe (epochs, patience, augmentation preset,
+    cached augmented copies, a distillation teacher)."""
     from dataclasses import asdict
 
     from train.recipes import AUGMENT_PRESETS, augment_preset, recipe_for
@@ -120,6 +121,9 @@ def _recipe_text(training: dict) -> str:
         text += "" if preset == "seed" else f" augment={preset}"
     if training.get("cached_augment_copies"):
         text += f" cached_augment_copies={training['cached_augment_copies']}"
+    teacher = training.get("teacher")
+    if isinstance(teacher, dict):  # knowledge distillation changes the targets, so the row says so
+        text += f" teacher={Path(str(teacher.get('folder'))).name} teacher_weight={training.get('teacher_weight')}"
     return text
 
 
