@@ -74,6 +74,12 @@ def test_rows_name_where_a_run_left_its_recipe(tmp_path):
         (tmp_path / name / "fold0" / "bundle.json").write_text(json.dumps({"training": training}))
     table = comparison_table([tmp_path / "plain", tmp_path / "robust"])
     assert "`whisper-ultimate` encoder=base (plain)" in table
+    # a collected run's cv_metrics.json records the teacher only in its command
+    _fake_cv_run(tmp_path / "collected", "whisper-ultimate", list(range(K)), 0.6, 2)
+    (tmp_path / "collected" / "fold0" / "bundle.json").write_text(json.dumps({"training": {
+        "model": "whisper-ultimate", "teacher_weight": 0.3, "model_args": {},
+        "command": "python -m train cv --model whisper-ultimate --teacher runs/big --teacher-weight 0.3"}}))
+    assert "`whisper-ultimate` teacher=big teacher_weight=0.3 (collected)" in comparison_table([tmp_path / "collected"])
     assert ("`whisper-ultimate` encoder=base epochs=20 patience=5 augment=microphone cached_augment_copies=1 "
             "teacher=primary teacher_weight=0.5 (robust)") in table
 

@@ -121,9 +121,12 @@ def _recipe_text(training: dict) -> str:
         text += "" if preset == "seed" else f" augment={preset}"
     if training.get("cached_augment_copies"):
         text += f" cached_augment_copies={training['cached_augment_copies']}"
-    teacher = training.get("teacher")
-    if isinstance(teacher, dict):  # knowledge distillation changes the targets, so the row says so
-        text += f" teacher={Path(str(teacher.get('folder'))).name} teacher_weight={training.get('teacher_weight')}"
+    if training.get("teacher_weight"):  # knowledge distillation changes the targets, so the row says so
+        # a fold bundle records the teacher; cv_metrics.json only the command that named it
+        teacher = training.get("teacher") or {}
+        found = re.search(r"--teacher[ =](\S+)", str(training.get("command", "")))
+        folder = teacher.get("folder") or (found.group(1) if found else "?")
+        text += f" teacher={Path(folder).name} teacher_weight={training['teacher_weight']}"
     return text
 
 
