@@ -49,7 +49,7 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     model is an error, unless `partial`: then only the finished folds are scored (at least one).
 
     Returns {"labels": true class per clip [N], "covered": scored clip indices, "folds": scored fold
-    indices, "results": {variant: [EvalResult per scored fold]}, "oof": {variant: predicted class per
+    indices, "folds_total": folds in folds.json, "results": {variant: [EvalResult per scored fold]}, "oof": {variant: predicted class per
     clip [N], -1 where not covered}}."""
     from tqdm import tqdm
 
@@ -87,7 +87,8 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
         covered += idx
         print(f"fold {k}: macro-F1 " + ", ".join(f"{v} {r[-1].macro_f1:.3f}" for v, r in results.items()),
               flush=True)
-    return {"labels": labels, "covered": covered, "folds": scored_folds, "results": results, "oof": oof}
+    return {"labels": labels, "covered": covered, "folds": scored_folds, "folds_total": len(fold_files),
+            "results": results, "oof": oof}
 
 
 def _at_gain(gain_db: float) -> Callable[[np.ndarray, str], np.ndarray]:
@@ -106,8 +107,7 @@ def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size
                 "corrupted": lambda wave, name: corrupt(wave, corruption, zlib.crc32(name.encode()))}
     variants.update({f"gain {g:+g} dB": _at_gain(g) for g in gains_db})
     scored = score_fold_models(run_dir, spec, variants, batch_size, partial)
-    labels, covered = scored["labels"], scored["covered"]
-    folds_total = len(_fold_test_files(run_dir))
+    labels, covered, folds_total = scored["labels"], scored["covered"], scored["folds_total"]
     clean_sum = summarise_folds(scored["results"]["clean"])
     dirty_sum = summarise_folds(scored["results"]["corrupted"])
     payload = {
