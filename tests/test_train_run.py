@@ -115,8 +115,10 @@ def test_resume_continues_from_saved_epoch(tiny_csv, tmp_path):
         train_model(fresh(), fit, val, cfg, tmp_path / "resumed", epoch_callback=interrupt)
     state = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)
     assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert state["train_s"] > 0
     resumed = train_model(fresh(), fit, val, cfg, tmp_path / "resumed", resume=True)
     assert [h["epoch"] for h in resumed.history] == [0, 1]
+    assert resumed.earlier_train_s == pytest.approx(state["train_s"]) and full.earlier_train_s == 0.0
     for a, b in zip(full.history, resumed.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -112,6 +113,7 @@ class TrainResult:
     best_epoch: int
     best_val_macro_f1: float | None
     val_eval: EvalResult | None
+    earlier_train_s: float = 0.0  # training seconds spent by the interrupted runs this one resumed
 
 
 def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
@@ -283,7 +285,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     egemaps_all = None if train.egemaps is None else torch.from_numpy(train.egemaps).float()
 
     history: list[dict] = []
-    best_f1, best_epoch, bad_epochs, start_epoch = -1.0, -1, 0, 0
+    best_f1, best_epoch, bad_epochs, start_epoch, earlier_s = -1.0, -1, 0, 0, 0.0
     best_state = copy.deepcopy(model.state_dict()) if has_val else None
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -293,13 +295,14 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
         scaler.load_state_dict(state["scaler"])
         history, best_f1, best_epoch = state["history"], state["best_f1"], state["best_epoch"]
         bad_epochs, start_epoch, best_state = state["bad_epochs"], state["epoch"], state["best_model"]
+        earlier_s = state.get("train_s", 0.0)  # states saved before train_s existed count from here
         _set_rng_state(state["rng"], mix_gen)
         if dist.is_main:
             best = f"best macro-F1 {best_f1:.3f}" if has_val else "no validation split"
             print(f"resuming from {state_path} after epoch {start_epoch} ({best})")
 
     predict = (lambda m, d, bs, dev: CachedHead(m, time_axis).predict_items(val_items, bs, dev)) if use_cache else None
-    epoch = start_epoch
+    epoch, run_started = start_epoch, time.monotonic()
     try:
         for epoch in range(start_epoch, cfg.epochs):
             if bad_epochs >= cfg.patience_epochs:
@@ -357,7 +360,8 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                             "epoch": epoch + 1, "history": history, "best_f1": best_f1,
                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_model": best_state,
-                            "rng": _rng_state(mix_gen), "config": cfg.to_dict()}, state_path)
+                            "rng": _rng_state(mix_gen), "config": cfg.to_dict(),
+                            "train_s": earlier_s + time.monotonic() - run_started}, state_path)
             if epoch_callback is not None:
                 epoch_callback(epoch, row)
     except KeyboardInterrupt:
@@ -371,9 +375,9 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     if dist.is_main and state_path.is_file():
         state_path.unlink()  # finished: the bundle holds the weights; the state only serves interrupted runs
     if not has_val:
-        return TrainResult(model, history, best_epoch, None, None)
+        return TrainResult(model, history, best_epoch, None, None, earlier_s)
     final_eval, _ = evaluate_split(model, val, cfg.eval_batch_size, "cpu", predict)
-    return TrainResult(model, history, best_epoch, best_f1, final_eval)
+    return TrainResult(model, history, best_epoch, best_f1, final_eval, earlier_s)
 
 
 class _CachedItems(Dataset):

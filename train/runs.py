@@ -170,7 +170,8 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
     if dist_info().is_main:
         plot_learning_curves(result.history, run_dir / "learning_curves.png", f"{spec.model} ({run_dir.name})")
     return result.model, {"val": None if result.val_eval is None else result.val_eval.to_dict(),
-                          "history": result.history, "best_epoch": result.best_epoch}
+                          "history": result.history, "best_epoch": result.best_epoch,
+                          "earlier_train_s": result.earlier_train_s}
 
 
 def _predict(model: Any, data: ClipData) -> np.ndarray:
@@ -255,7 +256,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         oof[fold.test_idx] = preds
         result = score(data.labels[fold.test_idx], preds)
         fold_results.append(result)
-        fold_seconds[fold.index] = time.monotonic() - fold_started
+        # A fold resumed from train_state.pt also counts the training its interrupted runs did.
+        fold_seconds[fold.index] = time.monotonic() - fold_started + info.get("earlier_train_s", 0.0)
         _say(f"fold {fold.index + 1}: test macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}")
         if dist.is_main:
             train_clips = [clips[i] for i in fold.train_idx]
@@ -316,7 +318,8 @@ def run_fit(spec: RunSpec) -> RunOutcome:
     validation = _validation_info(clips, val_idx, spec.val_fraction)
     payload = {"model": spec.model, "eval": info["val"], "split": "validation" if val_idx else "none",
                **validation, "best_epoch": info["best_epoch"],
-               "history": info["history"], "wall_time_s": time.monotonic() - started}
+               "history": info["history"],
+               "wall_time_s": time.monotonic() - started + info.get("earlier_train_s", 0.0)}
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _save_bundle(out, model, spec, {
