@@ -197,15 +197,26 @@ def test_format_1_bundle_predicts_like_its_format_2_twin(tmp_path):
     np.testing.assert_array_equal(old, new)
 
 
-def test_shipped_format_1_default_predicts_as_before_the_refactor(shared_data):
-    """The format-1 bundle shipped as models/default until 2026-12-02 (doublestream-v4 on EmoDB; kept
-    in models/archive/doublestream-v4-emodb, the same git blobs) gives the probabilities the pre-format-2 code gave
-    (tests/data/default_v1_reference.json) on real CREMA-D clips."""
+ARCHIVED_DEFAULTS = {
+    # folder under models/archive: (format_version, reference file under tests/data)
+    "doublestream-v4-emodb": (1, "default_v1_reference.json"),
+    "conformer-v3.1-crema": (2, "conformer_v31_crema_reference.json"),
+}
+
+
+@pytest.mark.parametrize("archived", ARCHIVED_DEFAULTS)
+def test_formerly_shipped_defaults_predict_as_they_did(shared_data, archived):
+    """Every bundle once shipped as models/default keeps loading and gives the probabilities it gave
+    when it shipped, on real CREMA-D clips. doublestream-v4-emodb (format 1, default until
+    2026-12-02): the reference was computed by the code before the format-2 refactor.
+    conformer-v3.1-crema (format 2, default until 2026-12-03): computed when it was archived. Both
+    folders hold the same git blobs that shipped."""
     import soundfile as sf
 
-    reference = json.loads((DATA / "default_v1_reference.json").read_text())
-    folder = REPO / "models" / "archive" / "doublestream-v4-emodb"
-    assert json.loads((folder / "bundle.json").read_text())["format_version"] == 1
+    format_version, reference_file = ARCHIVED_DEFAULTS[archived]
+    reference = json.loads((DATA / reference_file).read_text())
+    folder = REPO / "models" / "archive" / archived
+    assert json.loads((folder / "bundle.json").read_text())["format_version"] == format_version
     classifier = load_bundle_classifier(folder, device="cpu")
     assert classifier.checkpoint_hash == reference["checkpoint_hash"]
     clips = [sf.read(shared_data / "crema-d" / "AudioFLAC" / name, dtype="float32")[0] for name in reference["clips"]]
