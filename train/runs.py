@@ -159,10 +159,8 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
     if get_spec(spec.model).family == "classical":
         model = build_model(spec.model, **args)
         model.fit(fit_data.egemaps, fit_data.labels)
-        if not val_idx:
-            return model, {"val": None, "history": [], "best_epoch": None}
-        probs = model.predict_proba(val_data.egemaps)
-        return model, {"val": score(val_data.labels, probs.argmax(1)).to_dict(), "history": [], "best_epoch": None}
+        val = score(val_data.labels, model.predict_proba(val_data.egemaps).argmax(1)).to_dict() if val_idx else None
+        return model, {"val": val, "history": [], "best_epoch": None, "earlier_train_s": 0.0}
     model = build_model(spec.model, **args)
     model.fit_normalisation(fit_data.waves, fit_data.egemaps)
     result = train_model(model, fit_data, val_data, spec.train, run_dir, resume=spec.resume,
@@ -257,7 +255,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         result = score(data.labels[fold.test_idx], preds)
         fold_results.append(result)
         # A fold resumed from train_state.pt also counts the training its interrupted runs did.
-        fold_seconds[fold.index] = time.monotonic() - fold_started + info.get("earlier_train_s", 0.0)
+        fold_seconds[fold.index] = time.monotonic() - fold_started + info["earlier_train_s"]
         _say(f"fold {fold.index + 1}: test macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}")
         if dist.is_main:
             train_clips = [clips[i] for i in fold.train_idx]
@@ -319,7 +317,7 @@ def run_fit(spec: RunSpec) -> RunOutcome:
     payload = {"model": spec.model, "eval": info["val"], "split": "validation" if val_idx else "none",
                **validation, "best_epoch": info["best_epoch"],
                "history": info["history"],
-               "wall_time_s": time.monotonic() - started + info.get("earlier_train_s", 0.0)}
+               "wall_time_s": time.monotonic() - started + info["earlier_train_s"]}
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _save_bundle(out, model, spec, {
