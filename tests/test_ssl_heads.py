@@ -92,6 +92,22 @@ def test_frontend_then_head_equals_forward(tiny_dirs):
         assert torch.allclose(model.forward_features(feats, feat_lengths), model(wave, lengths), atol=1e-6)
 
 
+def test_unpadded_batch_skips_packing_and_scores_as_the_packed_batch(tiny_dirs, monkeypatch):
+    from models.arch import ssl_heads
+    packs = []
+    real_pack = ssl_heads.pack_padded_sequence
+    monkeypatch.setattr(ssl_heads, "pack_padded_sequence", lambda *a, **k: packs.append(1) or real_pack(*a, **k))
+    model = build_model("wavlm-ultimate", backbone_dir=tiny_dirs["wavlm"]).eval()
+    wave, lengths, _ = _batch([16_000, 8_000])
+    with torch.no_grad():
+        feats, feat_lengths = model.frontend_features(wave, lengths)
+        batched = model.forward_features(feats, feat_lengths)  # row 1 is padded: packed
+        assert len(packs) == 1
+        alone = model.forward_features(feats[:1], feat_lengths[:1])  # row 0 fills its frames: not packed
+        assert len(packs) == 1
+    assert torch.allclose(alone[0], batched[0], atol=1e-5)
+
+
 def test_frozen_state_dict_holds_only_the_head_and_round_trips(tiny_dirs, tmp_path):
     model = build_model("wavlm-ultimate", backbone_dir=tiny_dirs["wavlm"], lstm_hidden=16).eval()
     with torch.no_grad():
