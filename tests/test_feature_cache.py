@@ -61,10 +61,10 @@ def test_augmented_copies_are_cached_once_and_reused_across_folds(tmp_path):
 def test_cached_items_draw_clean_or_a_copy_per_epoch_reproducibly(tmp_path):
     from pathlib import Path
 
-    from train.loop import _CachedItems
+    from train.feature_cache import CachedItems
 
     variants = [[Path(f"v{v}_c{i}") for i in range(50)] for v in range(3)]
-    items = _CachedItems(variants, seed=4)
+    items = CachedItems(variants, seed=4)
     picks = []
     for epoch in range(3):
         items.epoch = epoch
@@ -74,4 +74,34 @@ def test_cached_items_draw_clean_or_a_copy_per_epoch_reproducibly(tmp_path):
     items.epoch = 1
     assert [items[i][1].name.split("_")[0] for i in range(50)] == picks[1]
     assert [i for i, _ in (items[j] for j in range(50))] == list(range(50))
-    assert _CachedItems(variants[:1], seed=4)[7] == (7, variants[0][7])
+    assert CachedItems(variants[:1], seed=4)[7] == (7, variants[0][7])
+
+
+def test_paired_cached_items_give_the_clean_clip_and_one_copy_for_consistency_training(tmp_path):
+    from pathlib import Path
+
+    import pytest
+
+    from train.feature_cache import CachedItems
+    from train.loop import TrainConfig
+
+    variants = [[Path(f"v{v}_c{i}") for i in range(40)] for v in range(3)]
+    items = CachedItems(variants, seed=4, paired=True)
+    drawn = set()
+    for epoch in range(2):
+        items.epoch = epoch
+        for i in range(40):
+            (i0, clean), (i1, copy) = items[i]
+            assert i0 == i1 == i and clean == variants[0][i] and copy in (variants[1][i], variants[2][i])
+            drawn.add(copy.name.split("_")[0])
+    assert drawn == {"v1", "v2"}  # both copies are used, never the clean clip twice
+    items.epoch = 1
+    again = [items[i][1] for i in range(40)]
+    items.epoch = 1
+    assert again == [items[i][1] for i in range(40)]
+    with pytest.raises(ValueError, match="at least one augmented copy"):
+        CachedItems(variants[:1], seed=4, paired=True)
+    with pytest.raises(ValueError, match="cached_augment_copies >= 1"):
+        TrainConfig(consistency_weight=1.0)
+    with pytest.raises(ValueError, match="no Mixup"):
+        TrainConfig(consistency_weight=1.0, cached_augment_copies=1, mixup_alpha=0.2)

@@ -97,3 +97,22 @@ def test_make_loss_and_config_validation():
         LossConfig(kind="hinge")
     with pytest.raises(ValueError):
         LossConfig(label_smoothing=1.5)
+
+
+def test_js_consistency_is_zero_for_equal_predictions_and_ln2_for_disjoint_ones():
+    import math
+
+    import torch
+
+    from train.losses import js_consistency
+
+    a = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])
+    assert float(js_consistency(a, a + 3.0)) < 1e-7  # a constant shift is the same prediction
+    far = torch.tensor([[60.0, 0.0, 0.0]]), torch.tensor([[0.0, 60.0, 0.0]])
+    assert abs(float(js_consistency(*far)) - math.log(2)) < 1e-5
+    b = torch.tensor([[0.0, 1.0, 0.0], [1.0, -1.0, 2.0]])
+    pa, pb = a.softmax(1), b.softmax(1)
+    m = (pa + pb) / 2
+    by_hand = (0.5 * (pa * (pa / m).log()).sum(1) + 0.5 * (pb * (pb / m).log()).sum(1)).mean()
+    assert torch.allclose(js_consistency(a, b), by_hand, atol=1e-6)
+    assert torch.allclose(js_consistency(a, b), js_consistency(b, a), atol=1e-7)

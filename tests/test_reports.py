@@ -68,7 +68,8 @@ def test_rows_name_where_a_run_left_its_recipe(tmp_path):
                                       "model_args": {"encoder": "base"}}),
                            ("robust", {"model": "whisper-ultimate", "epochs": 20, "patience_epochs": 5,
                                        "augment": json.loads(json.dumps(asdict(augment_preset("microphone")))),
-                                       "cached_augment_copies": 1, "model_args": {"encoder": "base"},
+                                       "cached_augment_copies": 1, "consistency_weight": 4.0,
+                                       "model_args": {"encoder": "base"},
                                        "teacher": {"folder": "models/primary", "name": "x", "members": ["fold0"]},
                                        "teacher_weight": 0.5})):
         (tmp_path / name / "fold0" / "bundle.json").write_text(json.dumps({"training": training}))
@@ -81,7 +82,7 @@ def test_rows_name_where_a_run_left_its_recipe(tmp_path):
         "command": "python -m train cv --model whisper-ultimate --teacher runs/big --teacher-weight 0.3"}}))
     assert "`whisper-ultimate` teacher=big teacher_weight=0.3 (collected)" in comparison_table([tmp_path / "collected"])
     assert ("`whisper-ultimate` encoder=base epochs=20 patience=5 augment=microphone cached_augment_copies=1 "
-            "teacher=primary teacher_weight=0.5 (robust)") in table
+            "consistency_weight=4.0 teacher=primary teacher_weight=0.5 (robust)") in table
 
 
 def test_different_fold_assignments_are_called_out(tmp_path):

@@ -160,3 +160,43 @@ def test_fold_jobs_then_a_collecting_resume_still_give_a_shared_ensemble(emodb_s
     assert json.loads((run / "ensemble.json").read_text())["shared_backbone"] is True
     ensemble = load_classifier(str(run), "cpu")
     assert isinstance(ensemble, EnsembleClassifier) and ensemble.shared
+
+
+def _copy_disagreement(consistency_weight: float, waves, labels, backbone: Path, cache: Path, run: Path) -> float:
+    """Train a wavlm-ultimate head on cached clean states + one copy; mean JS divergence (nats) between
+    its predictions for each clip and for that clip's augmented copy."""
+    import torch
+
+    from models.registry import build_model
+    from train.distributed import dist_info
+    from train.feature_cache import CachedHead, cached_augmented_copies, cached_feature_data
+    from train.loop import ClipData, TrainConfig, train_model
+    from train.losses import js_consistency
+    from train.recipes import augment_preset
+
+    torch.manual_seed(0)
+    model = build_model("wavlm-ultimate", backbone_dir=str(backbone))
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, device="cpu", augment=augment_preset("microphone"),
+                      cached_augment_copies=1, consistency_weight=consistency_weight)
+    data = ClipData(waves, labels)
+    trained = train_model(model, data, ClipData([], labels[:0]), cfg, run, cache_dir=cache).model
+    cpu, dist = torch.device("cpu"), dist_info()
+    clean, _, axis = cached_feature_data(trained, waves, cache, cpu, dist)
+    (copies, _), = cached_augmented_copies(trained, waves, cfg.augment, 1, cfg.seed, cache, cpu, dist)
+    head = CachedHead(trained, axis)
+    p_clean, p_copy = (torch.from_numpy(head.predict_items(items, 16, cpu)) for items in (clean, copies))
+    return float(js_consistency(p_clean.log(), p_copy.log()))
+
+
+def test_consistency_training_brings_predictions_on_clean_and_augmented_states_together(
+        emodb_subset, tiny_wavlm, tmp_path):
+    from models.labels import EMOTIONS
+    from train.datasets import load_emodb
+
+    clips = load_emodb(emodb_subset).clips
+    waves = [_read_16k(c.path) for c in clips]
+    labels = np.array([EMOTIONS.index(c.label) for c in clips])
+    cache = tmp_path / "cache"
+    plain = _copy_disagreement(0.0, waves, labels, tiny_wavlm, cache, tmp_path / "plain")
+    paired = _copy_disagreement(20.0, waves, labels, tiny_wavlm, cache, tmp_path / "paired")
+    assert paired < 0.5 * plain, (plain, paired)

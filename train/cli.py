@@ -81,6 +81,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--cached-augment-copies", type=int, metavar="N",
                    help="frozen-encoder models with --cache-dir: also cache N augmented copies (--augment) of each "
                         "training clip's encoder states; each epoch draws the clean clip or one copy (default 0)")
+    t.add_argument("--consistency-weight", type=float, metavar="W",
+                   help="with --cached-augment-copies: score every training clip clean and as one copy in each "
+                        "step and add W times the Jensen-Shannon divergence (nats) of the two predictions, so the "
+                        "head predicts the same on noisy audio (default 0 = off)")
     t.add_argument("--no-spec-augment", action="store_true", help="switch SpecAugment off (log-mel models)")
     t.add_argument("--teacher", type=Path, metavar="DIR",
                    help="knowledge distillation: blend this trained model's probabilities into every training "
@@ -205,6 +209,7 @@ def spec_from_args(ns: argparse.Namespace):
         "focal_gamma": ns.focal_gamma, "label_smoothing": ns.label_smoothing,
         "spec_augment": False if ns.no_spec_augment else None,
         "cached_augment_copies": ns.cached_augment_copies, "teacher_weight": _teacher_weight(ns),
+        "consistency_weight": ns.consistency_weight,
     }
     cfg = build_train_config(ns.model, overrides, augment=ns.augment)
     if not 0 <= ns.val_fraction < 1:

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from models.atomic import save_npy_atomically
@@ -168,3 +169,30 @@ def _features(model: nn.Module, wave: np.ndarray, device: torch.device) -> tuple
     axis = _time_axis(model, clip.shape, int(lengths[0]))
     clip = np.moveaxis(clip, axis, 0)[:int(lengths[0])]
     return np.ascontiguousarray(clip.astype(np.float16)), axis + 1
+
+
+class CachedItems(Dataset):
+    """Item i -> (i, cache file of clip i). With augmented copies (variants[1:]), the variant of
+    clip i in an epoch is a pure function of (seed, epoch, i), like train.loop's on-the-fly augmentation.
+    paired: item i -> [(i, clean file), (i, file of one copy)] for consistency training."""
+
+    def __init__(self, variants: list[list[Path]], seed: int, paired: bool = False) -> None:
+        if paired and len(variants) < 2:
+            raise ValueError("paired items need at least one augmented copy")
+        self.variants, self.seed, self.paired, self.epoch = variants, seed, paired, 0
+
+    def __len__(self) -> int:
+        return len(self.variants[0])
+
+    def __getitem__(self, i: int) -> tuple[int, Path] | list[tuple[int, Path]]:
+        if len(self.variants) == 1:
+            return i, self.variants[0][i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.paired:
+            return [(i, self.variants[0][i]), (i, self.variants[1 + int(rng.integers(len(self.variants) - 1))][i])]
+        return i, self.variants[int(rng.integers(len(self.variants)))][i]
+
+
+def collate_pairs(items: list[list[tuple[int, Path]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairs from CachedItems(paired=True) -> one batch of 2B rows: clean, copy, clean, copy, ..."""
+    return CachedHead.collate([item for pair in items for item in pair])

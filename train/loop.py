@@ -30,7 +30,7 @@ from models.labels import NUM_CLASSES
 from train.augment import AugmentConfig, WaveAugmenter, mixup
 from train.distributed import DistInfo, dist_info, wrap_ddp
 from train.evaluate import EvalResult, score
-from train.losses import LossConfig, class_weights_from_counts, make_loss
+from train.losses import LossConfig, class_weights_from_counts, js_consistency, make_loss
 from train.teacher import blend_targets
 
 STATE_FILE = "train_state.pt"
@@ -65,6 +65,10 @@ class TrainConfig:
     # Knowledge distillation: each training target is (1 - w) * one-hot + w * the teacher's
     # probabilities for that clip (ClipData.teacher). 0 = hard labels only.
     teacher_weight: float = 0.0
+    # Consistency training (AugMix-style), frozen-encoder models with cached copies only: every step
+    # scores each clip clean and as one of its copies, and adds this weight times the Jensen-Shannon
+    # divergence of the two predictions (train.losses.js_consistency). 0 = off.
+    consistency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "patience_epochs", "eval_batch_size"):
@@ -78,6 +82,10 @@ class TrainConfig:
             raise ValueError("mixup_alpha, workers and cached_augment_copies must be >= 0")
         if not 0 <= self.teacher_weight <= 1:
             raise ValueError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
+        if self.consistency_weight < 0:
+            raise ValueError(f"consistency_weight must be >= 0, got {self.consistency_weight}")
+        if self.consistency_weight > 0 and (self.cached_augment_copies < 1 or self.mixup_alpha > 0):
+            raise ValueError("consistency_weight needs cached_augment_copies >= 1 and no Mixup")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -241,7 +249,8 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     from it. Raises TrainingInterrupted on Ctrl-C. epoch_callback(epoch, history_row) runs after
     each epoch's state is saved.
     """
-    from train.feature_cache import CachedHead, cached_augmented_copies, cached_feature_data
+    from train.feature_cache import (CachedHead, CachedItems, cached_augmented_copies, cached_feature_data,
+                                     collate_pairs)
 
     dist = dist_info()
     has_val = len(val.waves) > 0
@@ -253,14 +262,17 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     model.to(device)
 
     use_cache = cache_dir is not None and bool(model.frontend_cacheable)
+    if cfg.consistency_weight > 0 and not use_cache:
+        raise ValueError("consistency_weight needs a frozen-encoder model trained from --cache-dir")
+    paired = cfg.consistency_weight > 0
     if use_cache:
         train_items, train_lengths, time_axis = cached_feature_data(model, train.waves, Path(cache_dir), device, dist)
         val_items = cached_feature_data(model, val.waves, Path(cache_dir), device, dist)[0] if has_val else []
         trainable: nn.Module = CachedHead(model, time_axis)
         copies = cached_augmented_copies(model, train.waves, cfg.augment, cfg.cached_augment_copies, cfg.seed,
                                           Path(cache_dir), device, dist) if cfg.cached_augment_copies else []
-        dataset: Dataset = _CachedItems([train_items] + [paths for paths, _ in copies], cfg.seed)
-        collate = CachedHead.collate
+        dataset: Dataset = CachedItems([train_items] + [paths for paths, _ in copies], cfg.seed, paired)
+        collate = collate_pairs if paired else CachedHead.collate
     else:
         trainable = model
         train_lengths = [len(w) for w in train.waves]
@@ -308,7 +320,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
             if bad_epochs >= cfg.patience_epochs:
                 break
             sampler.set_epoch(epoch)
-            if isinstance(dataset, (_AugmentedWaves, _CachedItems)):
+            if isinstance(dataset, (_AugmentedWaves, CachedItems)):
                 dataset.epoch = epoch
             ddp_model.train()
             total, n_batches = 0.0, 0
@@ -317,7 +329,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                        disable=not dist.is_main)
             for step, (idx, x, lengths) in enumerate(bar):
                 x, lengths = x.to(device), lengths.to(device)
-                targets = targets_all[idx].to(device)
+                targets = targets_all[idx[0::2] if paired else idx].to(device)
                 ege = None if egemaps_all is None else egemaps_all[idx].to(device)
                 if cfg.mixup_alpha > 0:
                     mixed = mixup(x, lengths, ege, targets, cfg.mixup_alpha, mix_gen)
@@ -326,7 +338,11 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                 with ddp_model.no_sync() if (dist.world_size > 1 and not last_micro) else contextlib.nullcontext():
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         logits = ddp_model(x, lengths, ege) if ege is not None else ddp_model(x, lengths)
-                    loss = loss_fn(logits.float(), targets)
+                    if paired:  # rows alternate clean, copy of the same clip
+                        loss = loss_fn(logits.float(), targets.repeat_interleave(2, 0)) \
+                            + cfg.consistency_weight * js_consistency(logits[0::2], logits[1::2])
+                    else:
+                        loss = loss_fn(logits.float(), targets)
                     scaler.scale(loss / cfg.grad_accum_steps).backward()
                 if last_micro:
                     scaler.unscale_(optimizer)
@@ -378,23 +394,6 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
         return TrainResult(model, history, best_epoch, None, None, earlier_s)
     final_eval, _ = evaluate_split(model, val, cfg.eval_batch_size, "cpu", predict)
     return TrainResult(model, history, best_epoch, best_f1, final_eval, earlier_s)
-
-
-class _CachedItems(Dataset):
-    """Item i -> (i, cache file of clip i). With augmented copies (variants[1:]), the variant of
-    clip i in an epoch is a pure function of (seed, epoch, i), like _AugmentedWaves."""
-
-    def __init__(self, variants: list[list[Path]], seed: int) -> None:
-        self.variants, self.seed, self.epoch = variants, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.variants[0])
-
-    def __getitem__(self, i: int) -> tuple[int, Path]:
-        if len(self.variants) == 1:
-            return i, self.variants[0][i]
-        pick = np.random.default_rng([self.seed, self.epoch, i]).integers(len(self.variants))
-        return i, self.variants[int(pick)][i]
 
 
 __all__ = ["TrainConfig", "ClipData", "TrainResult", "TrainingInterrupted", "train_model", "predict_proba",

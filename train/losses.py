@@ -7,6 +7,7 @@ one-hot targets and no smoothing this is exactly torch's `F.cross_entropy(weight
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,6 +74,16 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float, weight
     modulation = (1.0 - log_p.exp()).clamp_min(0.0).pow(gamma)
     per_sample = -(smooth(targets, label_smoothing) * modulation * log_p).sum(dim=1)
     return _reduce(per_sample, targets, weights)
+
+
+def js_consistency(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean Jensen-Shannon divergence (nats, 0 to ln 2) between two predictions of the same clips,
+    logits [B, C] each: 0.5 KL(p_a || m) + 0.5 KL(p_b || m) with m the average of p_a and p_b."""
+    log_pa, log_pb = F.log_softmax(logits_a.float(), 1), F.log_softmax(logits_b.float(), 1)
+    log_m = torch.logsumexp(torch.stack([log_pa, log_pb]), 0) - math.log(2.0)
+    kl_a = F.kl_div(log_m, log_pa, reduction="none", log_target=True).sum(1)
+    kl_b = F.kl_div(log_m, log_pb, reduction="none", log_target=True).sum(1)
+    return (0.5 * (kl_a + kl_b)).mean()
 
 
 def make_loss(cfg: LossConfig, weights: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -103,9 +103,9 @@ def _args_text(model_args: dict) -> str:
 
 
 def _recipe_text(training: dict) -> str:
-    """' epochs=20 patience=5 augment=microphone cached_augment_copies=1 teacher=primary
-    teacher_weight=0.5': where a run left its registry recipe (epochs, patience, augmentation preset,
-    cached augmented copies, a distillation teacher)."""
+    """' epochs=20 patience=5 augment=microphone cached_augment_copies=1 consistency_weight=4.0
+    teacher=primary teacher_weight=0.5': where a run left its registry recipe (epochs, patience,
+    augmentation preset, cached augmented copies, consistency training, a distillation teacher)."""
     from dataclasses import asdict
 
     from train.recipes import AUGMENT_PRESETS, augment_preset, recipe_for
@@ -121,6 +121,8 @@ def _recipe_text(training: dict) -> str:
         text += "" if preset == "seed" else f" augment={preset}"
     if training.get("cached_augment_copies"):
         text += f" cached_augment_copies={training['cached_augment_copies']}"
+    if training.get("consistency_weight"):
+        text += f" consistency_weight={training['consistency_weight']}"
     if training.get("teacher_weight"):  # knowledge distillation changes the targets, so the row says so
         # a fold bundle records the teacher; cv_metrics.json only the command that named it
         teacher = training.get("teacher") or {}
