@@ -329,7 +329,7 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                        disable=not dist.is_main)
             for step, (idx, x, lengths) in enumerate(bar):
                 x, lengths = x.to(device), lengths.to(device)
-                targets = targets_all[idx[0::2] if paired else idx].to(device)
+                targets = targets_all[idx].to(device)
                 ege = None if egemaps_all is None else egemaps_all[idx].to(device)
                 if cfg.mixup_alpha > 0:
                     mixed = mixup(x, lengths, ege, targets, cfg.mixup_alpha, mix_gen)
@@ -338,11 +338,9 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
                 with ddp_model.no_sync() if (dist.world_size > 1 and not last_micro) else contextlib.nullcontext():
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         logits = ddp_model(x, lengths, ege) if ege is not None else ddp_model(x, lengths)
+                    loss = loss_fn(logits.float(), targets)
                     if paired:  # rows alternate clean, copy of the same clip
-                        loss = loss_fn(logits.float(), targets.repeat_interleave(2, 0)) \
-                            + cfg.consistency_weight * js_consistency(logits[0::2], logits[1::2])
-                    else:
-                        loss = loss_fn(logits.float(), targets)
+                        loss = loss + cfg.consistency_weight * js_consistency(logits[0::2], logits[1::2])
                     scaler.scale(loss / cfg.grad_accum_steps).backward()
                 if last_micro:
                     scaler.unscale_(optimizer)
