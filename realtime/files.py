@@ -1,57 +1,15 @@
-"""File safety shared by the timeline, the CSV export and the CLIs: nothing a user recorded is lost.
+"""Session files that must never be written twice at once: nothing a user recorded is lost.
 
-* `replace_atomically(path, write)`: a file that replaces another is written to a temporary file
-  in the same folder, fsync'd, then renamed over the target in one step: a crash or a full disk
-  leaves either the old file or the new one, never half of each.
 * `create_exclusively(path)`: a new file that must not exist yet (O_EXCL: two processes can never
   both create it), held under an exclusive advisory lock (flock) until closed.
 * `is_locked(path)`: True while another open file holds that lock (a session still writing).
-Torch-free.
+Files that replace others (CSV exports, reports, bundles) go through models/atomic.py. Torch-free.
 """
 from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
-from pathlib import Path
-from typing import Callable, TextIO
-
-
-def replace_atomically(path: str | os.PathLike, write: Callable[[TextIO], None], newline: str | None = None) -> None:
-    """Write a text file through `write(handle)` and move it over `path` atomically.
-
-    The temporary file (".NAME.<random>.tmp" beside the target) is removed when anything fails;
-    OSError propagates for the caller to word.
-    """
-    target = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(target.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (best effort: some file systems refuse O_RDONLY on folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from typing import TextIO
 
 
 def create_exclusively(path: str | os.PathLike) -> TextIO:

@@ -29,8 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from models.atomic import write_text_atomically
 from models.labels import EMOTIONS
-from realtime.files import create_exclusively, replace_atomically
+from realtime.files import create_exclusively
 from realtime.types import DropNotice, EmotionPrediction, EngineStatus, SessionSummary
 
 FORMAT_VERSION = 1
@@ -386,7 +387,7 @@ def export_csv(session: Session, path: str | os.PathLike) -> int:
             written += 1
 
     try:
-        replace_atomically(path, write, newline="")
+        write_text_atomically(path, write, newline="")
     except OSError as exc:
         raise TimelineError(f"cannot write CSV {path}: {exc.strerror or exc}") from None
     return written

@@ -45,3 +45,39 @@ def test_saved_array_keeps_the_given_name_and_is_readable_by_others(tmp_path):
     save_npy_atomically(entry, np.ones((2, 4), np.float16))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]
     assert np.load(entry).dtype == np.float16 and entry.stat().st_mode & 0o044 == 0o044
+
+
+def test_the_file_and_its_folder_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    import os
+
+    import models.atomic as atomic
+
+    target = tmp_path / "bundle.json"
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append((os.path.basename(os.readlink(f"/proc/self/fd/{fd}")), target.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    atomic.write_text_atomically(target, lambda handle: handle.write("new"))
+    assert target.read_text() == "new"
+    (file_name, renamed_yet), (folder_name, renamed_after) = synced
+    assert file_name.startswith(".bundle.json.") and file_name.endswith(".tmp") and not renamed_yet
+    assert folder_name == tmp_path.name and renamed_after
+
+
+def test_a_failing_fsync_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import models.atomic as atomic
+
+    target = tmp_path / "report.md"
+    target.write_text("old")
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        atomic.write_text_atomically(target, lambda handle: handle.write("new"))
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []

@@ -238,7 +238,7 @@ def test_export_never_writes_onto_its_source_or_a_foreign_file(tmp_path):
 
 
 def test_a_failing_export_leaves_the_earlier_export_whole(tmp_path, monkeypatch):
-    import realtime.files as files
+    import models.atomic as atomic
 
     path = tmp_path / "s.jsonl"
     write_session(path)
@@ -249,7 +249,7 @@ def test_a_failing_export_leaves_the_earlier_export_whole(tmp_path, monkeypatch)
     def no_space(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(files.os, "fsync", no_space)
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
     with pytest.raises(TimelineError, match="No space left"):
         export_csv(load_timeline(path), out)
     assert out.read_bytes() == before

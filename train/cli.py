@@ -292,11 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             table = comparison_table(ns.runs)
             print(table)
             if ns.out:
-                from realtime.files import replace_atomically
+                from models.atomic import write_text_atomically
                 from train.reports import with_notes_kept
 
                 text = with_notes_kept(table, ns.out)  # notes around report:begin/end markers stay
-                replace_atomically(ns.out, lambda handle: handle.write(text))
+                write_text_atomically(ns.out, lambda handle: handle.write(text))
             return 0
         _set_threads(ns.threads)
         if ns.command == "evaluate":
