@@ -194,7 +194,7 @@ def gui_launch(args: argparse.Namespace) -> tuple[Callable[..., Any], argparse.N
 
     gui_args = argparse.Namespace(
         device=args.device, file=args.input, model="primary" if args.primary else "default",
-        window_s=args.plot_window_s, sessions_dir=str(Path(args.out).parent) if args.out else None,
+        window_s=args.plot_window_s, sessions_dir=str(Path(args.out).parent) if args.out else None, out=args.out,
         primary_dir=str(args.primary) if args.primary else None, backbone_dir=args.backbone_dir,
         session=args.review)
     return gui_engine_factory(engine_config(args), args.model, args.compute), gui_args
@@ -209,6 +209,10 @@ def run_gui_mode(args: argparse.Namespace) -> int:
         check_display()
     except ValueError as err:  # no display: a user's set-up problem, one line, not a traceback
         raise UsageError(str(err)) from None
+    if args.out:   # --out names the window's first session as it names the headless one
+        from realtime.timeline import check_writable
+
+        check_writable(Path(args.out))
     return run_gui(*gui_launch(args))
 
 

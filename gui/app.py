@@ -37,6 +37,8 @@ args (an argparse.Namespace; every attribute optional):
   model (str): "default" or "primary" (the old key "wavlm-ensemble" still works);
   window_s (float): visible seconds of the live plot;
   sessions_dir (str | None): folder for session timelines;
+  out (str | None): main.py --out: the first session's timeline file, as headless writes it
+    (a later session in the same window: the same name with -2, -3...);
   primary_dir (str | None): the primary's folder (main.py: --primary, default models/primary/);
   backbone_dir (str | None): backbone folder for WavLM / Wav2Vec2 primaries;
   session (str | None): a timeline to open for review at start-up.
@@ -70,7 +72,7 @@ def build_window(engine_factory: Callable[..., Any], args: Any = None, settings:
     if settings is None:
         settings = QSettings(SETTINGS_ORGANISATION, SETTINGS_APPLICATION)
     window = MainWindow(engine_factory, settings, sessions_dir=_option(args, "sessions_dir"),
-                        preferred_device=_option(args, "device"))
+                        preferred_device=_option(args, "device"), timeline_out=_option(args, "out"))
     primary_dir = _option(args, "primary_dir")
     backbone_dir = _option(args, "backbone_dir")
     if primary_dir or backbone_dir:

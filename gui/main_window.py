@@ -37,12 +37,15 @@ class MainWindow(QMainWindow):
     """Monitor window. `engine_factory` follows the contract in gui/app.py."""
 
     def __init__(self, engine_factory: EngineFactory, settings: QSettings,
-                 sessions_dir: str | None = None, preferred_device: str | int | None = None) -> None:
+                 sessions_dir: str | None = None, preferred_device: str | int | None = None,
+                 timeline_out: str | None = None) -> None:
+        """timeline_out: main.py --out, the timeline file of the first session (later ones: -2, -3...)."""
         super().__init__()
         self.setWindowTitle("VED — Voice Emotion Detective")
         self.engine_factory = engine_factory
         self.settings = settings
         self.sessions_dir = sessions_dir
+        self.timeline_out = timeline_out
         self.session_path = ""
         self.reviewing = False
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
@@ -216,7 +219,7 @@ class MainWindow(QMainWindow):
         model_choice = self.controls.model_choice()
         options = ({"primary_dir": self.primary_dir, "backbone_dir": self.backbone_dir or None}
                    if model_choice == "primary" else {})
-        self.session_path = str(new_session_path(self.sessions_dir))
+        self.session_path = str(new_session_path(self.sessions_dir, out=self.timeline_out))
         self.status.set_state("starting", f"loading {self.controls.model_combo.currentText()}")
         self.session.start(source, model_choice, self.session_path, options)
 
@@ -235,6 +238,7 @@ class MainWindow(QMainWindow):
 
     def _on_stopped(self, summary: SessionSummary | None) -> None:
         self.plot.show_all()
+        self.controls.level_meter.set_level(float("-inf"))   # nothing is listening any more
         if summary is not None:
             self._show_summary(summary)
             self.status.set_state("stopped", f"{summary.utterances} utterances")
@@ -261,6 +265,7 @@ class MainWindow(QMainWindow):
         self.status.set_latency_p95(None)
         self.status.set_drops(0, 0, 0)
         self.status.set_model("", False)
+        self.controls.level_meter.set_level(float("-inf"))
 
     # ------------------------------------------------------------------ engine events
     def on_engine_event(self, event: object) -> None:

@@ -43,10 +43,12 @@ def build_and_start(factory: EngineFactory, source: str | int | None, model_choi
     return engine
 
 
-def new_session_path(sessions_dir: str | None, now: datetime | None = None) -> Path:
-    """A fresh timeline path; names have 1 s resolution, so add -2, -3... on a clash."""
-    path = default_timeline_path(now)
-    if sessions_dir:
+def new_session_path(sessions_dir: str | None, now: datetime | None = None, out: str | None = None) -> Path:
+    """A fresh timeline path: `out` (main.py --out) when given, as headless writes it; else a dated
+    name in sessions_dir (default: the user's session folder). Never an existing file: names have
+    1 s resolution and a window records several sessions under one --out, so add -2, -3... on a clash."""
+    path = Path(out) if out else default_timeline_path(now)
+    if sessions_dir and not out:
         path = Path(sessions_dir) / path.name
     candidate, counter = path, 1
     while candidate.exists():

@@ -5,6 +5,8 @@ All of them are fed from the GUI thread only (see gui/bridge.py).
 """
 from __future__ import annotations
 
+import math
+
 from PyQt5.QtCore import QEvent, QObject, Qt
 from PyQt5.QtGui import QBrush, QColor, QFont
 from PyQt5.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
@@ -38,18 +40,21 @@ class LevelMeter(QWidget):
         self.bar.setTextVisible(False)
         self.bar.setFixedWidth(110)
         self.bar.setToolTip("input level (RMS, dBFS)")
-        self.text = QLabel("-inf dB")
+        self.text = QLabel()
         self.text.setMinimumWidth(56)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(QLabel("Level"))
         layout.addWidget(self.bar)
         layout.addWidget(self.text)
+        # A fresh QProgressBar holds -1, which on a -60..0 range draws it nearly full.
+        self.set_level(float("-inf"))
 
     def set_level(self, rms_dbfs: float) -> None:
-        clipped = max(METER_FLOOR_DBFS, min(0, int(round(rms_dbfs))))
-        self.bar.setValue(clipped)
-        self.text.setText(f"{rms_dbfs:.0f} dB" if rms_dbfs > -120 else "-inf dB")
+        """rms_dbfs: -inf (digital silence, or no level yet) and NaN draw the bar empty."""
+        known = math.isfinite(rms_dbfs) and rms_dbfs > -120
+        self.bar.setValue(max(METER_FLOOR_DBFS, min(0, round(rms_dbfs))) if known else METER_FLOOR_DBFS)
+        self.text.setText(f"{rms_dbfs:.0f} dB" if known else "-inf dB")
 
     @property
     def value(self) -> int:
