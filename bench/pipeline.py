@@ -18,7 +18,11 @@ Figures:
   every 0.25 s during the session;
 * model compute: wall time of each predict call of that model (speculative ones included);
 * speculation (EngineConfig.speculate): results classified during the VAD hangover and used,
-  and the wasted share = discarded / (used + discarded) speculative classifications.
+  and the wasted share = discarded / (used + discarded) speculative classifications;
+* live traces (EngineConfig.live_traces_on_primary): partials per model, the share the
+  fallback made, and the last-partial agreement: for each utterance, the last live result
+  shown before its final one (window starting inside the utterance) has the same top class;
+* host load: the 1-minute load average before and after the replay (the CPU is shared).
 
 `speculation_ab` runs the fast model and the primary, each with and without speculation.
 """
@@ -142,6 +146,7 @@ class _TimedClassifier(Classifier):
         self.inner = inner
         self.name, self.labels, self.device = inner.name, inner.labels, inner.device
         self.times_ms: list[float] = []
+        self._branch: _TimedClassifier | None = None
 
     def predict(self, waveforms):
         started = time.perf_counter()
@@ -151,6 +156,13 @@ class _TimedClassifier(Classifier):
 
     def warmup(self, seconds: float = 1.0):
         return self.inner.warmup(seconds)
+
+    def cheapest_branch(self) -> Classifier:
+        """The inner model's branch, timed on its own (this wrapper when the model has none)."""
+        if self._branch is None:
+            inner = self.inner.cheapest_branch()
+            self._branch = self if inner is self.inner else _TimedClassifier(inner)
+        return self._branch
 
     @property
     def checkpoint_hash(self) -> str:
@@ -164,14 +176,36 @@ def _percentiles(values: list[float]) -> tuple[float, float, float]:
     return float(p50), float(p95), float(max(values))
 
 
+def last_partial_agreement(predictions: list[EmotionPrediction]) -> dict:
+    """predictions in the order they were written. For each utterance, the last partial written
+    since the previous utterance whose window starts inside it; -> {"utterances", "with_partial",
+    "agreeing"} and "agreement" = agreeing / with_partial (0.0 when none)."""
+    since_last: list[EmotionPrediction] = []
+    utterances = with_partial = agreeing = 0
+    for p in predictions:
+        if p.kind == "partial":
+            since_last.append(p)
+            continue
+        utterances += 1
+        last = next((q for q in reversed(since_last) if p.start_s - 1e-6 <= q.start_s < p.end_s), None)
+        since_last = []
+        if last is not None:
+            with_partial += 1
+            agreeing += int(last.label == p.label)
+    return {"utterances": utterances, "with_partial": with_partial, "agreeing": agreeing,
+            "agreement": round(agreeing / with_partial, 3) if with_partial else 0.0}
+
+
 def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str | None = None,
         primary_dir: str | None = None, data_dir: Path = DEFAULT_DATA, threads: int = 2,
-        speculate: bool = True, corpus: str = "emodb") -> dict:
+        speculate: bool = True, corpus: str = "emodb", live_traces_on_primary: bool = True) -> dict:
     """Replay `duration_s` of speech in real time through the engine; returns the figures as a dict.
 
     classifiers: "fallback" (the fast model only) or "primary+fallback" (primary_dir, or a second
     copy of the fast model when None, which then measures the two-model bookkeeping only).
     speculate: classify during the VAD hangover (the engine default) or not.
+    live_traces_on_primary: partial windows on the primary's cheapest branch (the engine
+    default) or always on the fast model.
     """
     if classifiers not in CLASSIFIER_CHOICES:
         raise ValueError(f"classifiers must be one of {CLASSIFIER_CHOICES}, got {classifiers!r}")
@@ -187,7 +221,7 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         primary = _TimedClassifier(load_model(primary_dir or model_dir, "cpu"))
         if primary_dir is None:
             primary.name = f"{primary.name}-as-primary"
-    cfg = EngineConfig(compute_device="cpu", speculate=speculate)
+    cfg = EngineConfig(compute_device="cpu", speculate=speculate, live_traces_on_primary=live_traces_on_primary)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "replay.wav"
         clips = write_replay_file(wav, duration_s, data_dir, corpus=corpus)
@@ -202,6 +236,7 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
                 peak_rss[0] = max(peak_rss[0], process.memory_info().rss)
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
+        load_before = os.getloadavg()[0]
         engine = Engine(source, fallback, cfg, primary=primary, timeline=timeline)
         engine.start()
         sampler.start()
@@ -214,6 +249,8 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
                 heard_s = int(source.stamps[-1][0]) if source.stamps else 0
                 bar.update(max(0, min(heard_s, bar.total) - bar.n))
         cpu_end, wall_end = process.cpu_times(), time.monotonic()
+        load_after = os.getloadavg()[0]
+        live_model = engine.live_trace_model()
         summary = engine.stop()
         done.set()
         sampler.join(1.0)
@@ -241,7 +278,13 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
                        if primary is not None and p.model == primary.name and p.end_s - p.start_s <= 4.0]
     eos_p50, eos_p95, eos_max = _percentiles(to_written)
     speculated = summary.speculative_used + summary.speculative_discarded
-    compute = {"fast_model": fallback.times_ms, "primary": primary.times_ms if primary else []}
+    compute = {"fast_model": fallback.times_ms, "primary": primary.times_ms if primary else [],
+               "live_trace_model": live_model.times_ms if live_model not in (None, primary) else []}
+    partials = [p for p, _ in timeline.written if p.kind == "partial"]
+    partial_models: dict[str, int] = {}
+    for p in partials:
+        partial_models[p.model] = partial_models.get(p.model, 0) + 1
+    agreement = last_partial_agreement([p for p, _ in timeline.written])
     gap_p50, gap_p95, gap_max = _percentiles(intervals)
     return {
         "duration_s": duration_s, "classifiers": classifiers, "clips": clips, "finished": finished,
@@ -257,6 +300,11 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         "primary_utterances_upto_4s": len(primary_upto_4s), "corpus": corpus,
         **{f"{name}_compute_{stat}_ms": round(value, 1) for name, times in compute.items()
            for stat, value in zip(("p50", "p95"), _percentiles(times)[:2])},
+        "live_traces_on_primary": live_traces_on_primary and live_model is not None,
+        "partial_models": partial_models,
+        "partial_fallback_share": round(sum(p.fallback for p in partials) / len(partials), 4) if partials else 0.0,
+        "last_partial_agreement": agreement["agreement"],
+        "utterances_with_partial": agreement["with_partial"],
         "speculate": speculate, "speculative_used": summary.speculative_used,
         "speculative_discarded": summary.speculative_discarded,
         "speculative_wasted_share": round(summary.speculative_discarded / speculated, 3) if speculated else 0.0,
@@ -267,6 +315,7 @@ def run(duration_s: float = 60.0, classifiers: str = "fallback", model_dir: str 
         "dropped_audio_blocks": summary.dropped_audio_blocks, "fallback_share": summary.fallback_share,
         "cpu_percent_of_one_core": round(100.0 * cpu_s / max(wall_end - wall_start, 1e-9), 1),
         "cpu_count": psutil.cpu_count(), "peak_rss_mb": round(peak_rss[0] / 2**20, 1),
+        "load_average_before": round(load_before, 2), "load_average_after": round(load_after, 2),
     }
 
 

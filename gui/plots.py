@@ -29,6 +29,7 @@ EMOTION_COLOURS: dict[str, str] = {
 SPAN_BRUSH = (120, 160, 220, 45)
 SELECTED_BRUSH = (255, 200, 0, 70)
 PARTIAL_BREAK_GAP_S = 2.0
+PARTIAL_LEGEND = "live window (partial)"
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,9 @@ class EmotionPlot(QWidget):
                                        symbolBrush="#333", symbolPen=pg.mkPen("#333"))
         self._legend_samples = (sample_final, sample_partial)
         self.legend.addItem(sample_final, "utterance (final)")
-        self.legend.addItem(sample_partial, "live window (partial)")
+        self.legend.addItem(sample_partial, PARTIAL_LEGEND)
+        self._partial_label = self.legend.items[-1][1]
+        self.partial_model = ""   # the model that made the latest live window, named in the legend
         self.legend.setColumnCount(4)
 
     # ------------------------------------------------------------------ data in
@@ -215,6 +218,9 @@ class EmotionPlot(QWidget):
             if len(self._partials) and prediction.end_s - self._partials.times[-1] > PARTIAL_BREAK_GAP_S:
                 self._partials.break_line()
             self._partials.append(prediction.end_s, values)
+            if prediction.model != self.partial_model:
+                self.partial_model = prediction.model
+                self._partial_label.setText(f"{PARTIAL_LEGEND}: {prediction.model}")
         else:
             middle_s = 0.5 * (prediction.start_s + prediction.end_s)
             self._finals.append(middle_s, values)
@@ -242,6 +248,8 @@ class EmotionPlot(QWidget):
         self._smoothed.clear()
         self._smoother.reset()
         self._partials.clear()
+        self.partial_model = ""
+        self._partial_label.setText(PARTIAL_LEGEND)
         self._utterances.clear()
         self._span_starts.clear()
         self._span_ends.clear()

@@ -24,6 +24,10 @@ class Classifier(ABC):
     """
 
     name: str = "classifier"
+    # A calibrated top probability below this reads "uncertain" (models/calibration.py); None: never.
+    uncertain_below: float | None = None
+    # A calibrated top probability below this reads "uncertain" (models/calibration.py); None: never.
+    uncertain_below: float | None = None
     labels: tuple[str, ...] = EMOTIONS
     device: str = "cpu"
 
@@ -44,6 +48,12 @@ class Classifier(ABC):
     def describe(self) -> str:
         """One line for logs and the status bar."""
         return f"{self.name} on {self.device}"
+
+    def cheapest_branch(self) -> "Classifier":
+        """The cheapest part of this model that still classifies on its own, for live traces
+        (short windows every few hundred ms). A single model is its own cheapest branch; an
+        ensemble returns the subset of members that costs least (models/ensemble.py)."""
+        return self
 
     @property
     def checkpoint_hash(self) -> str:

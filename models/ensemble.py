@@ -1,10 +1,10 @@
 """K-fold ensembles: the mean of the members' class probabilities, as one `Classifier`.
 
-An ensemble folder (written by `python -m train cv`) holds
+An ensemble folder (written by `python -m train cv`; format in models/bundle.py) holds
 
-    ensemble.json   {"format_version": 1, "kind": "ensemble", "members": ["fold0", ...],
+    its JSON        {"format_version": 1, "kind": "ensemble", "members": ["fold0", ...],
                      "shared_backbone": bool, "backbone_dir": str | null}
-    fold0/ ...      one ordinary bundle per member (bundle.json + weights)
+    fold0/ ...      one ordinary bundle per member (its JSON + weights)
 
 When every member is a head on a frozen backbone (wavlm-ultimate in frozen
 mode, whisper-ultimate), each distinct front end is loaded once and each batch
@@ -13,6 +13,11 @@ ensemble of heads on two encoders (tiny.en and base) costs two encoder passes,
 not one per head. Otherwise every member runs on its own ("separate" mode: K
 backbone passes for fine-tuned SSL models, or any mix of log-mel / SVM
 members). `describe()` says which.
+
+`cheapest_branch()` (the Classifier contract) is, in shared mode with several
+front ends, the heads on the front end whose group holds the fewest parameters
+(encoder counted once, plus its heads): for the shipped primary, tiny.en and its
+five heads. The engine gives live windows to it (realtime/worker.py).
 
 This module is the runtime class only; models/loader.py (`load_ensemble`)
 reads the folder, checks every member and builds it.
@@ -51,6 +56,8 @@ class EnsembleClassifier(Classifier):
             groups.setdefault(head.frontend_key(), []).append(head)
         self._groups = list(groups.values())
         self.members = members
+        self._member_hashes = list(member_hashes)
+        self._branch: EnsembleClassifier | None = None
         self._pin = device.startswith("cuda")
         self._hash = hashlib.sha256("|".join(member_hashes).encode()).hexdigest()[:12]
 
@@ -76,7 +83,7 @@ class EnsembleClassifier(Classifier):
         return self.predict_members(waveforms).mean(axis=0)
 
     def predict_members(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
-        """Each member's probabilities, in ensemble.json order: float32 [K, B, len(labels)].
+        """Each member's probabilities, in the ensemble's member order: float32 [K, B, len(labels)].
         Shared mode runs one front-end pass per distinct front end for all its heads."""
         if len(waveforms) == 0:
             return np.zeros((self.size, 0, len(self.labels)), dtype=np.float32)
@@ -102,6 +109,19 @@ class EnsembleClassifier(Classifier):
             return np.stack([torch.softmax(head(wave, lengths).float(), -1).cpu().numpy()
                              for head in self.heads]).astype(np.float32)
 
+    def cheapest_branch(self) -> Classifier:
+        """The group of heads sharing the smallest front end, as an ensemble of its own (built
+        once; it shares the modules, so it costs no memory). Itself when there is no cheaper
+        part: one front end, or separate members (each a whole model)."""
+        if not self.shared or len(self._groups) < 2:
+            return self
+        if self._branch is None:
+            group = min(self._groups, key=_group_parameters)
+            hashes = [h for head, h in zip(self.heads, self._member_hashes) if any(head is g for g in group)]
+            self._branch = EnsembleClassifier(f"{self.name} [{len(group)} of {self.size} heads]", self.device,
+                                              self.labels, group, [], hashes)
+        return self._branch
+
     def warmup(self, seconds: float = 2.5, repeats: int = 2) -> np.ndarray:
         """A couple of passes on generated audio so the first real call is not slow -> last probs [1, 6]."""
         for _ in range(repeats):
@@ -116,3 +136,9 @@ class EnsembleClassifier(Classifier):
         else:
             how = f"{self.size} separate passes"
         return f"{self.name}: ensemble of {self.size} ({how}) on {self.device} [{self._hash}]"
+
+
+def _group_parameters(group: list[nn.Module]) -> int:
+    """Parameters of heads that share one front end, each tensor counted once (the front end too)."""
+    unique = {id(p): p.numel() for head in group for p in head.parameters()}
+    return sum(unique.values())

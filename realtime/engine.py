@@ -139,9 +139,12 @@ class Engine:
             self.utterance_q, self.partial_q, self.fallback, self.primary, policy, self.metrics,
             self._publish, self._segmentation_done, self._stopping, self._abort, self._is_stale,
             fallback_flag=self._primary_spec is not None, clock=self.clock,
-            on_partial_shown=self._on_partial_shown if self.cfg.partial_deadlines else None)
+            on_partial_shown=self._on_partial_shown if self.cfg.partial_deadlines else None,
+            partial_primary=self.live_trace_model())
         active = self.primary or self.fallback
+        live = worker.partial_primary
         self._status("ready", f"models ready: {active.describe()}"
+                     + (f", live traces {live.name}" if live is not None and live is not active else "")
                      + (f", fallback {self.fallback.describe()}" if self.primary else ""))
         # Joined in reverse order on stop: segmenter first (the worker waits for its flush),
         # then the worker, then the speculation thread (the worker may wait for its result).
@@ -161,6 +164,13 @@ class Engine:
             self.stop()
             raise
         self._status("running", f"listening to {self.source.description or 'input'}")
+
+    def live_trace_model(self) -> Classifier | None:
+        """The model for partial windows while the primary is in use (its cheapest branch),
+        None when they always go to the fallback (no primary, or live_traces_on_primary off)."""
+        if self.primary is None or not self.cfg.live_traces_on_primary:
+            return None
+        return self.primary.cheapest_branch()
 
     def _prepare_models(self) -> None:
         if self.cfg.warmup_models:

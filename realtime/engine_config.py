@@ -26,6 +26,10 @@ class EngineConfig:
     early enough for its result to land by then (see realtime/windows.py).
     speculate: classify an utterance during the VAD hangover once its samples are fixed
     (realtime/speculation.py), on a thread speculation_nice steps nicer (0 = same priority).
+    live_traces_on_primary: partial windows go to the primary's cheapest branch
+    (Classifier.cheapest_branch) under partial_budget_ms, like utterances under
+    latency_budget_ms; False: always to the fallback (cheaper, but then the live traces come
+    from another model family than the final results).
     """
 
     hop_ms: int = 500
@@ -33,6 +37,8 @@ class EngineConfig:
     min_window_ms: int = 1_000
     partials_enabled: bool = True
     latency_budget_ms: float = 300.0
+    partial_budget_ms: float = 250.0
+    live_traces_on_primary: bool = True
     compute_device: str = "auto"
     audio_queue_blocks: int = 256
     partial_queue_items: int = 2
@@ -71,7 +77,8 @@ class EngineConfig:
                                    sample_rate_hz=self.vad.sample_rate_hz, enabled=self.partials_enabled)
 
     def policy_config(self) -> FallbackPolicyConfig:
-        return FallbackPolicyConfig(budget_ms=self.latency_budget_ms, window_size=self.policy_window_size,
+        return FallbackPolicyConfig(budget_ms=self.latency_budget_ms, partial_budget_ms=self.partial_budget_ms,
+                                    window_size=self.policy_window_size,
                                     min_samples=min(5, self.policy_window_size),
                                     max_queue_depth=self.policy_max_queue_depth,
                                     probe_every_n=self.probe_every_n, recover_after_n=self.recover_after_n,

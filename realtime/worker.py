@@ -1,14 +1,17 @@
 """The engine's inference worker thread: queued spans in, EmotionPredictions out.
 
-It takes utterances first (final results matter most), then partial windows; partial
-windows go to the fallback, utterances to whichever model the FallbackPolicy picks.
+It takes utterances first (final results matter most), then partial windows. Utterances go
+to whichever model the FallbackPolicy picks; partial windows likewise to the primary's
+cheapest branch (`partial_primary`, e.g. tiny.en and its heads for the Whisper ensemble) or
+the fallback, so live traces and final results come from one model family while the
+primary keeps its budgets.
 An utterance a Speculator already classified during the VAD hangover (same span, same
 model) takes that result instead of running the model again.
 Latency runs from `WorkItem.available_at` (the engine's clock, time.monotonic unless a
 test injects one, stamped by the segmentation thread when the span's end was available)
 to the moment the probabilities are ready.
-A primary that raises (including running out of GPU memory) is disabled with one status
-message and the item is re-run on the fallback; the fallback failing on an item is
+A primary (or its branch) that raises (including running out of GPU memory) is disabled
+with one status message and the item is re-run on the fallback; the fallback failing on an item is
 reported and the item skipped, the worker carries on.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from models.classifier import Classifier
 from models.labels import EMOTIONS
 from realtime.metrics import SessionMetrics
-from realtime.policy import FALLBACK, PRIMARY, FallbackPolicy, LatencyObservation, PolicySwitch
+from realtime.policy import FALLBACK, PRIMARY, UTTERANCE, FallbackPolicy, LatencyObservation, PolicySwitch
 from realtime.types import EmotionPrediction, EngineStatus
 
 log = logging.getLogger("ved.engine")
@@ -69,6 +72,8 @@ class InferenceWorker:
     is_stale(item) -> True for a partial window an already queued utterance covers.
     fallback_flag: mark predictions `fallback=True` when the fallback model made them
     (only meaningful when a primary was requested).
+    partial_primary: the model for partial windows when the policy picks the primary (the
+    primary's cheapest branch), None: partial windows always go to the fallback.
     clock() -> seconds (monotonic); on_partial_shown(item, lag_s): a partial result was
     published lag_s after item.available_at (deadline feedback for the window scheduler).
     speculator: set by the engine when speculation is on (see realtime/speculation.py).
@@ -80,11 +85,13 @@ class InferenceWorker:
                  stopping: threading.Event, abort: threading.Event,
                  is_stale: Callable[[WorkItem], bool], fallback_flag: bool,
                  clock: Callable[[], float] = time.monotonic,
-                 on_partial_shown: Callable[[WorkItem, float], None] | None = None) -> None:
+                 on_partial_shown: Callable[[WorkItem, float], None] | None = None,
+                 partial_primary: Classifier | None = None) -> None:
         self.utterance_q = utterance_q
         self.partial_q = partial_q
         self.fallback = fallback
         self.primary = primary
+        self.partial_primary = partial_primary if primary is not None else None
         self.policy = policy
         self.metrics = metrics
         self.publish = publish
@@ -100,8 +107,9 @@ class InferenceWorker:
         self.running_kind: str | None = None   # kind of the item being classified
         self.skipped_stale_partials = 0
         self._orders = {id(fallback): reorder_to_emotions(fallback.labels)}
-        if primary is not None:
-            self._orders[id(primary)] = reorder_to_emotions(primary.labels)
+        for model in (primary, self.partial_primary):
+            if model is not None:
+                self._orders[id(model)] = reorder_to_emotions(model.labels)
 
     def queue_depth(self) -> int:
         return self.utterance_q.qsize() + self.partial_q.qsize()
@@ -151,9 +159,10 @@ class InferenceWorker:
         return item
 
     def _process(self, item: WorkItem) -> None:
-        route = self.policy.route(item.kind)
-        use_primary = route.model == PRIMARY and self.primary is not None
-        model = self.primary if use_primary else self.fallback
+        primary = self.primary if item.kind == UTTERANCE else self.partial_primary
+        watched = primary is not None   # the policy hears only about kinds it routes
+        use_primary = watched and self.policy.route(item.kind).model == PRIMARY
+        model = primary if use_primary else self.fallback
         probs = None
         if self.speculator is not None and item.kind == "utterance":
             probs = self.speculator.claim(item, model)
@@ -172,11 +181,14 @@ class InferenceWorker:
             probs = probs[order]
         prediction = EmotionPrediction.from_probs(
             item.start_s, item.end_s, probs, model=model.name, latency_ms=round(latency_ms, 1),
-            kind=item.kind, queue_depth=depth, fallback=self.fallback_flag and not use_primary)
+            kind=item.kind, queue_depth=depth, fallback=self.fallback_flag and not use_primary,
+            uncertain_below=model.uncertain_below)
         self.metrics.record_prediction(prediction)
         self.publish(prediction)
         if item.kind == "partial" and self.on_partial_shown is not None:
             self.on_partial_shown(item, latency_s)
+        if not watched:
+            return
         observed = LatencyObservation(PRIMARY if use_primary else FALLBACK, latency_ms, depth, item.kind)
         for switch in self.policy.push(observed):
             self._announce(switch)
@@ -196,13 +208,13 @@ class InferenceWorker:
             return self.compute(model, item)
         except Exception as exc:  # a model must never take the engine down
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
-            if model is self.primary:
+            if model is self.primary or model is self.partial_primary:
                 what = "ran out of GPU memory" if is_out_of_memory(exc) else "failed"
                 message = f"primary model {model.name} {what} ({reason}); continuing on fallback " \
                           f"{self.fallback.name}"
                 log.warning(message)
                 self.policy.disable_primary(message)
-                self.primary = None
+                self.primary = self.partial_primary = None
                 self.publish(EngineStatus("error", message, model=self.fallback.name, fallback_active=True))
             else:
                 self.metrics.record_failure()
@@ -215,8 +227,11 @@ class InferenceWorker:
 
     def _announce(self, switch: PolicySwitch) -> None:
         to_fallback = switch.to_model == FALLBACK
-        model = self.fallback if to_fallback or self.primary is None else self.primary
+        primary = self.primary if switch.kind == UTTERANCE else self.partial_primary
+        model = self.fallback if to_fallback or primary is None else primary
         verb = "switched to fallback" if to_fallback else "back on primary"
-        message = f"{verb} {model.name}: {switch.reason}"
+        message = f"{'' if switch.kind == UTTERANCE else 'live traces '}{verb} {model.name}: {switch.reason}"
         log.info(message)
-        self.publish(EngineStatus("running", message, model=model.name, fallback_active=to_fallback))
+        # The status bar's model is the one making final results.
+        active = self.fallback if not self.policy.use_primary() or self.primary is None else self.primary
+        self.publish(EngineStatus("running", message, model=active.name, fallback_active=active is self.fallback))

@@ -279,3 +279,54 @@ def test_gui_factory_contract(classifier, speech, tmp_path):
     assert session.header["model"]["name"] == classifier.name and session.complete
     assert session.header["input_kind"] == "file"
     assert log.of(SessionSummary)
+
+
+class BranchedPrimary(SlowClassifier):
+    """A primary whose cheapest branch (the Classifier contract) is another model."""
+
+    def __init__(self, inner, name, branch) -> None:
+        super().__init__(inner, name)
+        self.branch = branch
+
+    def cheapest_branch(self):
+        return self.branch
+
+
+def test_live_windows_go_to_the_primary_branch_and_fall_back_under_the_budget(classifier, speech, tmp_path):
+    """One long real utterance. The branch costs 0.4 s of the injected clock per live window for
+    its first 5 calls (over the 250 ms partial budget), then nothing: the live windows leave it
+    after 5, probe it every 2nd window and return after 2 fast probes; the utterance stays on the
+    primary, and every record names the model that made it."""
+    clock = FakeClock()
+    branch = SlowClassifier(classifier, "primary-branch", delay_s=lambda i: 0.4 if i < 5 else 0.0, clock=clock)
+    primary = BranchedPrimary(classifier, "primary", branch)
+    fallback = SlowClassifier(classifier, "fast-fallback")
+    cfg = EngineConfig(partial_budget_ms=250, probe_every_n=2, recover_after_n=2, speculate=False,
+                       partial_deadlines=False)
+    source = PacedArraySource.from_file(speech["joined"], speed=2.0)
+    _, session, _ = run_engine(source, fallback, tmp_path, cfg=cfg, primary=primary, clock=clock)
+    (utterance,) = session.utterances()
+    assert utterance.model == "primary" and not utterance.fallback
+    models = [p.model for p in session.partials()]
+    assert len(models) >= 12, models
+    assert models[:9] == ["primary-branch"] * 5 + ["fast-fallback", "primary-branch"] * 2, models
+    assert set(models[9:]) == {"primary-branch"}, models             # recovered after two fast probes
+    assert all(p.fallback == (p.model == "fast-fallback") for p in session.partials())
+    assert len(branch.calls) == models.count("primary-branch") and len(primary.calls) == 1
+    messages = [s["message"] for s in session.statuses]
+    assert any(m.startswith("live traces switched to fallback fast-fallback") and "250 ms" in m for m in messages)
+    assert any(m.startswith("live traces back on primary primary-branch") for m in messages)
+    assert not any(m.startswith("switched to fallback") for m in messages)
+
+
+def test_live_windows_stay_on_the_fallback_when_asked(classifier, speech, tmp_path):
+    """live_traces_on_primary=False: the primary makes the final result only."""
+    branch = SlowClassifier(classifier, "primary-branch")
+    primary = BranchedPrimary(classifier, "primary", branch)
+    cfg = EngineConfig(live_traces_on_primary=False, speculate=False)
+    source = PacedArraySource.from_file(speech["joined"], speed=4.0)
+    _, session, _ = run_engine(source, SlowClassifier(classifier, "fast-fallback"), tmp_path, cfg=cfg,
+                               primary=primary)
+    assert [p.model for p in session.utterances()] == ["primary"]
+    assert session.partials() and {p.model for p in session.partials()} == {"fast-fallback"}
+    assert branch.calls == []

@@ -1,24 +1,28 @@
-"""FallbackPolicy: switching on latency/queue depth, probing, recovery with hysteresis, no flapping."""
+"""FallbackPolicy: switching on latency/queue depth, probing, recovery with hysteresis, no flapping;
+partial windows (live traces) on their own track under the same rules."""
 from __future__ import annotations
 
 import itertools
 
 import pytest
 
-from realtime.policy import FALLBACK, PRIMARY, FallbackPolicy, FallbackPolicyConfig, LatencyObservation
+from realtime.policy import (FALLBACK, PARTIAL, PRIMARY, UTTERANCE, FallbackPolicy, FallbackPolicyConfig,
+                             LatencyObservation)
 
-CFG = FallbackPolicyConfig(budget_ms=300, window_size=10, min_samples=5, max_queue_depth=8,
+CFG = FallbackPolicyConfig(budget_ms=300, partial_budget_ms=200, window_size=10, min_samples=5, max_queue_depth=8,
                            probe_every_n=4, recover_after_n=3, recover_fraction=0.7)
 
 
-def run(policy: FallbackPolicy, latency_of_primary, utterances: int, fallback_ms: float = 20.0, depth=0):
-    """Drive the policy like the engine does; returns the model used per utterance and the switches."""
+def run(policy: FallbackPolicy, latency_of_primary, utterances: int, fallback_ms: float = 20.0, depth=0,
+        kind: str = UTTERANCE):
+    """Drive the policy like the engine does; returns the model used per item and the switches."""
     used, switches = [], []
     for i in range(utterances):
-        route = policy.route("utterance")
+        route = policy.route(kind)
         latency = latency_of_primary(i) if route.model == PRIMARY else fallback_ms
         used.append(route.model)
-        switches += policy.push(LatencyObservation(route.model, latency, depth(i) if callable(depth) else depth))
+        switches += policy.push(LatencyObservation(route.model, latency, depth(i) if callable(depth) else depth,
+                                                   kind))
     return used, switches
 
 
@@ -76,18 +80,46 @@ def test_no_flapping_on_alternating_latencies():
     assert len(switches2) <= 3
 
 
-def test_partial_windows_always_use_the_fallback():
+def test_partial_windows_follow_the_same_rules_against_their_own_budget():
+    """Live windows at 250 ms: over the 200 ms partial budget (not the 300 ms utterance one), so
+    the partial track falls back after min_samples, probes every 4th window and recovers on
+    fast probes, while the utterances stay on the primary throughout."""
     policy = FallbackPolicy(CFG)
-    assert policy.route("partial").model == FALLBACK
-    assert policy.route("utterance").model == PRIMARY
+    used, switches = run(policy, lambda i: 250.0 if i < 8 else 100.0, 40, kind=PARTIAL)
+    assert used[:5] == [PRIMARY] * 5 and used[5:8] == [FALLBACK] * 3
+    assert [(s.kind, s.to_model) for s in switches] == [(PARTIAL, FALLBACK), (PARTIAL, PRIMARY)]
+    assert "live windows" in switches[0].reason and "budget 200 ms" in switches[0].reason
+    assert [i for i, m in enumerate(used) if m == PRIMARY and 5 <= i <= 16] == [8, 12, 16]
+    assert used[-10:] == [PRIMARY] * 10
+    assert policy.use_primary(UTTERANCE) and policy.route(UTTERANCE).model == PRIMARY
+    # The same latencies on utterances stay within their 300 ms budget.
+    assert run(FallbackPolicy(CFG), lambda i: 250.0, 40)[1] == []
+
+
+def test_partial_windows_leave_the_primary_with_the_utterances():
+    """A primary too slow for final results gets no live windows either, and its fallback
+    period does not count towards the partial track's probes."""
+    policy = FallbackPolicy(CFG)
+    _, switches = run(policy, lambda i: 500.0, 5)
+    assert [(s.kind, s.to_model) for s in switches] == [(UTTERANCE, FALLBACK)]
+    assert not policy.use_primary(PARTIAL) and policy.peek(PARTIAL) == FALLBACK
+    used, switches = run(policy, lambda i: 10.0, 20, kind=PARTIAL)
+    assert used == [FALLBACK] * 20 and switches == []
+    run(policy, lambda i: 10.0, 12)                       # fast probes: utterances recover
+    assert policy.use_primary(UTTERANCE) and policy.use_primary(PARTIAL)
+    assert policy.route(PARTIAL).model == PRIMARY
 
 
 def test_disabled_primary_is_never_used_again():
     policy = FallbackPolicy(CFG)
-    assert [s.to_model for s in policy.disable_primary("crashed")] == [FALLBACK]
+    assert [(s.kind, s.to_model) for s in policy.disable_primary("crashed")] == [(UTTERANCE, FALLBACK),
+                                                                                 (PARTIAL, FALLBACK)]
     used, switches = run(policy, lambda i: 10.0, 50)
     assert used == [FALLBACK] * 50 and switches == []
+    assert run(policy, lambda i: 10.0, 50, kind=PARTIAL) == ([FALLBACK] * 50, [])
     assert FallbackPolicy(CFG, primary_available=False).route().model == FALLBACK
+    with pytest.raises(ValueError, match="unknown item kind"):
+        FallbackPolicy(CFG).route("sentence")
 
 
 def test_deterministic_and_reset():
@@ -100,7 +132,7 @@ def test_deterministic_and_reset():
     assert run(policy, lambda i: sequence[i], 120) == first
 
 
-@pytest.mark.parametrize("kwargs", [{"budget_ms": 0}, {"min_samples": 30}, {"recover_fraction": 1.0},
+@pytest.mark.parametrize("kwargs", [{"budget_ms": 0}, {"partial_budget_ms": float("nan")}, {"min_samples": 30}, {"recover_fraction": 1.0},
                                     {"probe_every_n": 0}, {"max_queue_depth": 0}])
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):

@@ -1,11 +1,13 @@
 """Speculative classification during the VAD hangover, on real EmoDB speech and the real model:
 the segmenter's UtteranceFixed span is the later Utterance sample for sample, results are
 identical with and without speculation, speech resuming discards the job (counted, not
-logged), and stopping during a speculative job is clean.
+logged), a span grown by a max-length cut in the pause is classified afresh, and stopping
+during a speculative job is clean.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 
 import numpy as np
@@ -16,9 +18,10 @@ from realtime.engine import Engine, EngineConfig
 from realtime.metrics import SessionMetrics
 from realtime.speculation import Speculator
 from realtime.resample import float_to_int16
+from realtime.source import END_OF_STREAM, AudioBlock
 from realtime.timeline import TimelineWriter, load_timeline
 from realtime.types import SpeechResumed, Utterance, UtteranceFixed
-from realtime.vad import Segmenter
+from realtime.vad import Segmenter, SegmenterConfig
 from realtime.worker import InferenceWorker, WorkItem
 
 RATE = 16_000
@@ -175,3 +178,77 @@ def test_a_result_from_another_model_or_a_resumed_span_is_discarded(classifier, 
     finished["flag"] = True
     thread.join(5)
     assert not thread.is_alive()
+
+
+class GatedSource(PacedArraySource):
+    """Releases audio as fast as the queue takes it up to gate_s, waits until `gate` is set (at
+    most 60 s, a bound against hangs), then releases the rest: what the engine does in between
+    no longer depends on this machine's speed."""
+
+    def __init__(self, audio, gate_s: float, gate: threading.Event) -> None:
+        super().__init__(audio, speed=float("inf"))
+        self.gate_s, self.gate = gate_s, gate
+
+    def _run(self, out_q, stop_event) -> None:
+        cut = int(self.gate_s * RATE) // self.block * self.block
+        whole = self.audio
+        self.audio, self.hold_after_s = whole[:cut], None
+        try:
+            for offset in range(0, len(whole), self.block):
+                if offset == cut:
+                    self.gate.wait(60)
+                piece = float_to_int16(whole[offset:offset + self.block])
+                while not (self._stop.is_set() or stop_event.is_set()):
+                    try:
+                        out_q.put(AudioBlock(start_s=offset / RATE, samples=piece), timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+            out_q.put(END_OF_STREAM)
+        finally:
+            self.audio = whole
+
+
+class SignallingClassifier(SlowClassifier):
+    """Sets `done` after its first prediction has returned."""
+
+    def __init__(self, inner, name: str) -> None:
+        super().__init__(inner, name)
+        self.done = threading.Event()
+
+    def predict(self, waveforms):
+        out = super().predict(waveforms)
+        self.done.set()
+        return out
+
+
+def test_a_span_grown_by_a_max_length_cut_in_the_pause_is_classified_afresh(classifier, speech, tmp_path):
+    """The pause after a sentence: UtteranceFixed offers the sentence, the speculative job runs on
+    it, then max_utterance_ms cuts the utterance 240 ms into the pause. The cut Utterance has the
+    same start and a later end: the speculative result belongs to a shorter span and must not
+    be used; the worker classifies the cut utterance itself."""
+    audio = speech["gapped"][: 5 * RATE]
+    plain = next(e for e in segment(audio) if isinstance(e, Utterance))
+    vad = SegmenterConfig(max_utterance_ms=int(round((plain.end_s - plain.start_s) * 1000 / 30)) * 30 + 240)
+    events = Segmenter(vad).push(float_to_int16(audio))
+    fixed = next(e for e in events if isinstance(e, UtteranceFixed))
+    cut = next(e for e in events if isinstance(e, Utterance))
+    assert (fixed.start_s, fixed.end_s) == (plain.start_s, plain.end_s)
+    assert cut.cut_at_max and cut.start_s == fixed.start_s and cut.end_s > fixed.end_s + 0.2
+    assert not [e for e in events if isinstance(e, SpeechResumed)]
+    stale, fresh = classifier.predict([fixed.audio])[0], classifier.predict([cut.audio])[0]
+    assert np.abs(stale - fresh).max() > 1e-4          # the two spans score differently
+
+    model = SignallingClassifier(classifier, "model")
+    source = GatedSource(audio, gate_s=fixed.end_s + 0.1, gate=model.done)   # cut comes after the job
+    timeline = TimelineWriter(tmp_path / "cut.jsonl", {"test": "cut"})
+    cfg = EngineConfig(partials_enabled=False, speculation_nice=0, vad=vad)
+    with Engine(source, model, cfg, timeline=timeline) as engine:
+        assert engine.wait(60)
+    summary = engine.summary()
+    (result,) = [p for p in load_timeline(timeline.path).utterances() if p.start_s == cut.start_s]
+    assert result.end_s == cut.end_s
+    assert model.calls[:2] == [len(fixed.audio), len(cut.audio)]   # speculated, then classified afresh
+    order = [list(classifier.labels).index(k) for k in result.probs]
+    np.testing.assert_allclose(list(result.probs.values()), fresh[order], rtol=0, atol=1e-6)
+    assert summary.speculative_used == 0 and summary.speculative_discarded >= 1
