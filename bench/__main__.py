@@ -5,6 +5,7 @@
     python -m bench --only pipeline soak     # just these
     python -m bench --soak-minutes 30        # the full 30-minute REAL-TIME soak (takes 30 minutes)
     python -m bench --only speculation --primary FOLDER   # classify-during-hangover A/B with this primary
+    python -m bench --only crema_replay --crema-minutes 3  # the shipped pair on two 3-minute CREMA-D replays
 
 Units: latencies and intervals in milliseconds (ms), memory in MB (10^6 bytes), durations of
 audio in seconds or minutes as named, CPU as percent of one core, ratios are plain numbers
@@ -145,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-pace", choices=("fast", "realtime"),
                         help="override the soak pace (default: realtime with --soak-minutes, else fast)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--crema-minutes", type=float, metavar="N",
+                        help="minutes of CREMA-D speech in each crema_replay run, replayed in REAL TIME twice "
+                             "(live traces from the primary, then from the fast model): about 2 x N minutes "
+                             "(default 10, 1 with --quick)")
     parser.add_argument("--primary", metavar="FOLDER", help="primary bundle or ensemble folder for the speculation "
                         "and crema_replay benchmarks (default: models/primary/ when installed; speculation "
                         "otherwise generates a 5-head WavLM ensemble with random weights)")
@@ -153,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads < 1 or (args.soak_minutes is not None and args.soak_minutes <= 0):
-        print("error: --threads must be >= 1 and --soak-minutes > 0", file=sys.stderr)
+    if args.threads < 1 or any(v is not None and v <= 0 for v in (args.soak_minutes, args.crema_minutes)):
+        print("error: --threads must be >= 1, --soak-minutes and --crema-minutes > 0", file=sys.stderr)
         return 2
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                            scratch=scratch, soak_minutes=soak_minutes, soak_pace=soak_pace)
         machine = machine_info(args.threads)
         ctx.primary_dir = args.primary
+        ctx.crema_minutes = args.crema_minutes
         if any(name in selected for name in USES_FAST_MODEL):
             try:
                 ctx.model_dir, ctx.model_note = find_model(scratch)

@@ -26,6 +26,7 @@ class BenchContext:
     model_dir: str | None = None
     model_note: str = ""
     primary_dir: str | None = None   # --primary: a primary bundle or ensemble folder
+    crema_minutes: float | None = None   # --crema-minutes: length of each CREMA-D replay
     measured: dict[str, Any] = field(default_factory=dict)   # results so far, for cross-bench ratios
 
 
@@ -215,17 +216,26 @@ def run_speculation(ctx: BenchContext, module) -> BenchOutcome:
 
 
 def run_crema_replay(ctx: BenchContext, module) -> BenchOutcome:
-    """The shipped pair on English speech: CREMA-D clips replayed in real time (10 min; --quick 1 min)
-    with the primary (--primary, else models/primary/) and the fast model as its fallback."""
+    """The shipped pair on English speech: CREMA-D clips replayed in real time (10 min; --quick 1 min;
+    --crema-minutes N) with the primary (--primary, else models/primary/) and the fast model as its
+    fallback. Twice on the same replay: live traces from the primary's cheapest branch (the engine
+    default; every target is read from this run) and, for comparison, from the fast model."""
     from realtime.wiring import resolve_primary
 
     primary = ctx.primary_dir or resolve_primary(None)
     if primary is None:
         return BenchOutcome("crema_replay", "not available", error="no primary: pass --primary or install models/primary/")
-    duration_s = 60.0 if ctx.quick else 600.0
-    result = module.run(duration_s=duration_s, classifiers="primary+fallback", model_dir=ctx.model_dir,
-                        primary_dir=str(primary), data_dir=ctx.data_dir, threads=ctx.threads, corpus="crema-d")
+    duration_s = 60.0 * ctx.crema_minutes if ctx.crema_minutes else (60.0 if ctx.quick else 600.0)
+    runs = {on_primary: module.run(duration_s=duration_s, classifiers="primary+fallback", model_dir=ctx.model_dir,
+                                   primary_dir=str(primary), data_dir=ctx.data_dir, threads=ctx.threads,
+                                   corpus="crema-d", live_traces_on_primary=on_primary)
+            for on_primary in (True, False)}
+    result, before = runs[True], runs[False]
+    result["fast_model_traces"] = before
     n_4s = result["primary_utterances_upto_4s"]
+    replay = f"{duration_s / 60:g} min replay"
+    load = (f"load average {result['load_average_before']}-{result['load_average_after']} "
+            f"(fast-model-traces run {before['load_average_before']}-{before['load_average_after']})")
     checks = [
         TargetCheck("primary, utterance <= 4 s available -> result p95 (CREMA-D replay)",
                     result["primary_latency_upto_4s_p95_ms"] if n_4s else None, "<=", 150, "ms",
@@ -234,9 +244,23 @@ def run_crema_replay(ctx: BenchContext, module) -> BenchOutcome:
                     f"{duration_s / 60:.0f} min, {result['clips']} clips; utterances per model {result['models']}"),
         TargetCheck("dropped utterances, real-time CREMA-D replay", result["dropped_utterances"], "==", 0, "",
                     f"{result['utterances']} utterances"),
+        TargetCheck("last live result agrees with the final result, live traces from the primary (CREMA-D replay)",
+                    result["last_partial_agreement"], ">=", 0.80, "",
+                    f"{result['utterances_with_partial']} of {result['utterances']} utterances had a live result; "
+                    f"fast-model traces (before): {before['last_partial_agreement']} over "
+                    f"{before['utterances_with_partial']}; {replay}"),
+        TargetCheck("live trace update interval p95, live traces from the primary (CREMA-D replay)",
+                    result["partial_interval_p95_ms"], "<=", 500, "ms",
+                    f"fast-model traces: {before['partial_interval_p95_ms']} ms; {load}"),
+        TargetCheck("live-window fallback share, live traces from the primary (CREMA-D replay)",
+                    result["partial_fallback_share"], "<=", 0.05, "",
+                    f"partials per model {result['partial_models']}; branch compute p95 "
+                    f"{result['live_trace_model_compute_p95_ms']} ms; {replay}"),
     ]
     result["primary_dir"] = str(primary)
-    return BenchOutcome("crema_replay", "ok", table=module.table(result), checks=checks, result=result)
+    table = (module.table({k: v for k, v in result.items() if k != "fast_model_traces"})
+             + "\n\nSame replay, live traces from the fast model (before):\n\n" + module.table(before))
+    return BenchOutcome("crema_replay", "ok", table=table, checks=checks, result=result)
 
 
 def run_soak(ctx: BenchContext, module) -> BenchOutcome:
