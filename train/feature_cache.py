@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from models.atomic import save_npy_atomically
+from models.baseline import BaselineConfig, running_statistics
 from models.contract import CacheableFrontEnd
 from models.labels import NUM_CLASSES
 from train.augment import AugmentConfig, WaveAugmenter
@@ -41,9 +42,14 @@ class CachedHead(nn.Module):
         return self.model.forward_features(feats.movedim(1, self.time_axis), feat_lengths)
 
     @staticmethod
-    def collate(items: list[tuple[int, Path]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Load cached clips (frames first) and zero-pad: -> idx [B], feats [B, F_max, ...] fp32, lengths [B]."""
+    def collate(items: list[tuple[int, Path]], norm: SpeakerNorm | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Load cached clips (frames first) and zero-pad: -> idx [B], feats [B, F_max, ...] fp32, lengths [B].
+
+        norm: each clip's features are z-scored with its speaker's statistics (train.feature_cache.SpeakerNorm)."""
         arrays = [np.load(path, mmap_mode="r") for _, path in items]
+        if norm is not None:
+            arrays = [norm.apply(path, a) for (_, path), a in zip(items, arrays)]
         longest = max(a.shape[0] for a in arrays)
         feats = torch.zeros((len(arrays), longest, *arrays[0].shape[1:]), dtype=torch.float32)
         for row, a in zip(feats, arrays):
@@ -52,13 +58,14 @@ class CachedHead(nn.Module):
         return idx, feats, torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
 
     @torch.no_grad()
-    def predict_items(self, items: list[Path], batch_size: int, device) -> np.ndarray:
-        """Probabilities float32 [N, 6] from cached features."""
+    def predict_items(self, items: list[Path], batch_size: int, device, norm: SpeakerNorm | None = None
+                      ) -> np.ndarray:
+        """Probabilities float32 [N, 6] from cached features (z-scored per speaker with norm)."""
         self.eval()
         self.to(device)
         probs = np.zeros((len(items), NUM_CLASSES), dtype=np.float32)
         for start in range(0, len(items), batch_size):
-            _, feats, lengths = self.collate(list(enumerate(items[start:start + batch_size])))
+            _, feats, lengths = self.collate(list(enumerate(items[start:start + batch_size])), norm)
             logits = self(feats.to(device), lengths.to(device))
             probs[start:start + len(lengths)] = torch.softmax(logits.float(), 1).cpu().numpy()
         return probs
@@ -193,6 +200,30 @@ class CachedItems(Dataset):
         return i, self.variants[int(rng.integers(len(self.variants)))][i]
 
 
-def collate_pairs(items: list[list[tuple[int, Path]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_pairs(items: list[list[tuple[int, Path]]], norm: SpeakerNorm | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairs from CachedItems(paired=True) -> one batch of 2B rows: clean, copy, clean, copy, ..."""
-    return CachedHead.collate([item for pair in items for item in pair])
+    return CachedHead.collate([item for pair in items for item in pair], norm)
+
+
+class SpeakerNorm:
+    """Cache file -> the (mean, std) [L, D] its features are z-scored with (models.baseline).
+
+    Built per list of cache files in arrival order: each clip gets its speaker's running baseline
+    after that clip, as `train evaluate` and the live monitor compute it, so training sees what
+    inference will. Augmented copies get the running baseline of the speaker's copies (the same
+    room throughout), not of the clean clips."""
+
+    def __init__(self, config: BaselineConfig) -> None:
+        self.config = config
+        self._stats: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+
+    def add(self, paths: list[Path], speakers: list[str]) -> "SpeakerNorm":
+        stats = running_statistics(speakers, lambda i: np.load(paths[i]), self.config)
+        self._stats.update(zip(paths, stats))
+        return self
+
+    def apply(self, path: Path, features: np.ndarray) -> np.ndarray:
+        """features [F, L, D] of cache file `path` -> float32 z-scored."""
+        mean, std = self._stats[path]
+        return (np.asarray(features, dtype=np.float32) - mean) / std

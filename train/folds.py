@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from models.labels import EMOTIONS
-from train.datasets import Clip, DataError
+from train.corpora import Clip, DataError
 
 
 class SpeakerLeakError(RuntimeError):
@@ -34,13 +34,18 @@ class Fold:
 def make_folds(clips: list[Clip], k: int, seed: int) -> list[Fold]:
     """K folds grouped by speaker, stratified by class, reproducible for a seed.
 
-    When every clip's speaker sex is known (Clip.sex, e.g. CREMA-D with VideoDemographics.csv) the
-    folds are also sex-balanced: each fold gets floor or ceil(n_sex / k) speakers of each sex.
-    Otherwise sklearn's StratifiedGroupKFold (class-stratified only) decides.
+    Several corpora (Clip.dataset): each corpus is split into k speaker-grouped folds on its own and
+    fold i is the union of every corpus's fold i, so every fold holds speakers of every corpus.
+    One corpus: when every clip's speaker sex is known (Clip.sex, e.g. CREMA-D with
+    VideoDemographics.csv) the folds are also sex-balanced: each fold gets floor or ceil(n_sex / k)
+    speakers of each sex. Otherwise sklearn's StratifiedGroupKFold (class-stratified only) decides.
     """
-    speakers = sorted({c.speaker for c in clips})
     if k < 2:
         raise DataError(f"--folds must be at least 2 (got {k})")
+    corpora = sorted({c.dataset for c in clips})
+    if len(corpora) > 1:
+        return _pooled_folds(clips, corpora, k, seed)
+    speakers = sorted({c.speaker for c in clips})
     if len(speakers) < k:
         raise DataError(f"{k} folds need at least {k} speakers; the data has {len(speakers)}")
     if all(c.sex for c in clips):
@@ -56,6 +61,24 @@ def make_folds(clips: list[Clip], k: int, seed: int) -> list[Fold]:
     for i, (train_idx, test_idx) in enumerate(splits):
         folds.append(Fold(i, sorted(map(int, train_idx)), sorted(map(int, test_idx)),
                           sorted({clips[j].speaker for j in test_idx})))
+    check_speaker_disjoint(folds, clips)
+    return folds
+
+
+def _pooled_folds(clips: list[Clip], corpora: list[str], k: int, seed: int) -> list[Fold]:
+    """make_folds on each corpus alone, then fold i = the union of the corpora's fold i."""
+    train_idx: list[list[int]] = [[] for _ in range(k)]
+    test_idx: list[list[int]] = [[] for _ in range(k)]
+    for corpus in corpora:
+        members = [i for i, c in enumerate(clips) if c.dataset == corpus]
+        n_speakers = len({clips[i].speaker for i in members})
+        if n_speakers < k:
+            raise DataError(f"{k} folds need at least {k} speakers in every corpus; {corpus} has {n_speakers}")
+        for fold in make_folds([clips[i] for i in members], k, seed):
+            train_idx[fold.index] += [members[j] for j in fold.train_idx]
+            test_idx[fold.index] += [members[j] for j in fold.test_idx]
+    folds = [Fold(i, sorted(train_idx[i]), sorted(test_idx[i]), sorted({clips[j].speaker for j in test_idx[i]}))
+             for i in range(k)]
     check_speaker_disjoint(folds, clips)
     return folds
 
@@ -116,6 +139,15 @@ def validation_split(clips: list[Clip], train_idx: list[int], seed: int,
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_fraction == 0:
         return sorted(train_idx), []
+    corpora = sorted({clips[j].dataset for j in train_idx})
+    if len(corpora) > 1:  # pooled: validation speakers from every corpus, so early stopping weighs them all
+        fit: list[int] = []
+        val: list[int] = []
+        for corpus in corpora:
+            part = validation_split(clips, [j for j in train_idx if clips[j].dataset == corpus], seed, val_fraction)
+            fit += part[0]
+            val += part[1]
+        return sorted(fit), sorted(val)
     subset = [clips[j] for j in train_idx]
     n_speakers = len({c.speaker for c in subset})
     if n_speakers < 2:

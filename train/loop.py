@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import random
 import time
@@ -21,16 +22,18 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from models.device import resolve_device as models_resolve_device
+from models.baseline import BaselineConfig
 from models.features import pad_batch
 from models.labels import NUM_CLASSES
 from train.augment import AugmentConfig, WaveAugmenter, mixup
 from train.distributed import DistInfo, dist_info, wrap_ddp
 from train.evaluate import EvalResult, score
 from train.losses import LossConfig, class_weights_from_counts, js_consistency, make_loss
+from train.sampler import BucketBatchSampler, balanced_weights
 from train.teacher import blend_targets
 
 STATE_FILE = "train_state.pt"
@@ -69,6 +72,12 @@ class TrainConfig:
     # scores each clip clean and as one of its copies, and adds this weight times the Jensen-Shannon
     # divergence of the two predictions (train.losses.js_consistency). 0 = off.
     consistency_weight: float = 0.0
+    # Pooled corpora: draw each epoch's clips so every corpus, and every class within it, weighs
+    # the same (train.sampler); the loss then needs no class weights.
+    balanced_sampling: bool = False
+    # Per-speaker normalisation (models.baseline), frozen-encoder models with a feature cache: each
+    # clip's encoder states are z-scored with its speaker's running baseline. None = off.
+    speaker_baseline: BaselineConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "patience_epochs", "eval_batch_size"):
@@ -86,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"consistency_weight must be >= 0, got {self.consistency_weight}")
         if self.consistency_weight > 0 and (self.cached_augment_copies < 1 or self.mixup_alpha > 0):
             raise ValueError("consistency_weight needs cached_augment_copies >= 1 and no Mixup")
+        if isinstance(self.speaker_baseline, dict):  # from a saved config (to_dict)
+            object.__setattr__(self, "speaker_baseline", BaselineConfig(**self.speaker_baseline))
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -96,17 +107,22 @@ class TrainConfig:
 @dataclass
 class ClipData:
     """In-memory clips: waves float32 16 kHz [T_i], labels int64 [N], egemaps float32 [N, 88] or None,
-    teacher float32 [N, C] (a teacher model's probabilities, train.teacher) or None."""
+    teacher float32 [N, C] (a teacher model's probabilities, train.teacher) or None; speakers and
+    corpora: each clip's speaker and corpus name (balanced sampling, per-speaker normalisation) or None."""
 
     waves: list[np.ndarray]
     labels: np.ndarray
     egemaps: np.ndarray | None = None
     teacher: np.ndarray | None = None
+    speakers: list[str] | None = None
+    corpora: list[str] | None = None
 
     def subset(self, idx: list[int]) -> "ClipData":
         return ClipData([self.waves[i] for i in idx], self.labels[idx],
                         None if self.egemaps is None else self.egemaps[idx],
-                        None if self.teacher is None else self.teacher[idx])
+                        None if self.teacher is None else self.teacher[idx],
+                        None if self.speakers is None else [self.speakers[i] for i in idx],
+                        None if self.corpora is None else [self.corpora[i] for i in idx])
 
 
 @dataclass
@@ -153,36 +169,6 @@ class _AugmentedWaves(Dataset):
         if self.augment is not None:
             wave = WaveAugmenter(self.augment, seed=self.seed * 1_000_003 + self.epoch * 10_007 + i)(wave)
         return i, wave
-
-
-class BucketBatchSampler:
-    """Batches of similar-length clips (less padding). DistributedSampler shards the clips across
-    ranks first, so every rank gets the same number of batches."""
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, dist: DistInfo,
-                 bucket_batches: int = 8) -> None:
-        self.lengths, self.batch_size, self.seed, self.bucket_batches = lengths, batch_size, seed, bucket_batches
-        self.sampler = DistributedSampler(range(len(lengths)), num_replicas=dist.world_size, rank=dist.rank,
-                                          shuffle=True, seed=seed, drop_last=False)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        idx = list(self.sampler)
-        rng = random.Random(self.seed * 7919 + self.epoch)
-        chunk = self.batch_size * self.bucket_batches
-        batches = []
-        for start in range(0, len(idx), chunk):
-            bucket = sorted(idx[start:start + chunk], key=lambda i: self.lengths[i])
-            batches += [bucket[b:b + self.batch_size] for b in range(0, len(bucket), self.batch_size)]
-        rng.shuffle(batches)
-        return iter(batches)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size) if len(self.sampler) else 0
 
 
 def _collate(items: list[tuple[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -249,8 +235,8 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     from it. Raises TrainingInterrupted on Ctrl-C. epoch_callback(epoch, history_row) runs after
     each epoch's state is saved.
     """
-    from train.feature_cache import (CachedHead, CachedItems, cached_augmented_copies, cached_feature_data,
-                                     collate_pairs)
+    from train.feature_cache import (CachedHead, CachedItems, SpeakerNorm, cached_augmented_copies,
+                                     cached_feature_data, collate_pairs)
 
     dist = dist_info()
     has_val = len(val.waves) > 0
@@ -264,15 +250,24 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
     use_cache = cache_dir is not None and bool(model.frontend_cacheable)
     if cfg.consistency_weight > 0 and not use_cache:
         raise ValueError("consistency_weight needs a frozen-encoder model trained from --cache-dir")
+    if cfg.speaker_baseline is not None and (not use_cache or train.speakers is None):
+        raise ValueError("per-speaker normalisation needs a frozen-encoder model trained from --cache-dir")
     paired = cfg.consistency_weight > 0
+    norm = val_norm = None
     if use_cache:
         train_items, train_lengths, time_axis = cached_feature_data(model, train.waves, Path(cache_dir), device, dist)
         val_items = cached_feature_data(model, val.waves, Path(cache_dir), device, dist)[0] if has_val else []
         trainable: nn.Module = CachedHead(model, time_axis)
         copies = cached_augmented_copies(model, train.waves, cfg.augment, cfg.cached_augment_copies, cfg.seed,
                                           Path(cache_dir), device, dist) if cfg.cached_augment_copies else []
-        dataset: Dataset = CachedItems([train_items] + [paths for paths, _ in copies], cfg.seed, paired)
-        collate = collate_pairs if paired else CachedHead.collate
+        variants = [train_items] + [paths for paths, _ in copies]
+        dataset: Dataset = CachedItems(variants, cfg.seed, paired)
+        if cfg.speaker_baseline is not None:
+            norm = SpeakerNorm(cfg.speaker_baseline)
+            for paths in variants:
+                norm.add(paths, train.speakers)
+            val_norm = SpeakerNorm(cfg.speaker_baseline).add(val_items, val.speakers) if has_val else None
+        collate = functools.partial(collate_pairs if paired else CachedHead.collate, norm=norm)
     else:
         trainable = model
         train_lengths = [len(w) for w in train.waves]
@@ -280,9 +275,13 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
         collate = _collate
     ddp_model = wrap_ddp(trainable, dist, device, find_unused=use_cache)
 
-    sampler = BucketBatchSampler(train_lengths, cfg.batch_size, cfg.seed, dist)
+    weights = None
+    if cfg.balanced_sampling:
+        weights = balanced_weights(train.corpora or ["?"] * len(train.labels), train.labels)
+    sampler = BucketBatchSampler(train_lengths, cfg.batch_size, cfg.seed, dist, weights=weights)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers)
-    counts = np.bincount(train.labels, minlength=NUM_CLASSES).tolist()
+    # balanced draws already give every class its share: weighting the loss too would count it twice
+    counts = [1] * NUM_CLASSES if cfg.balanced_sampling else np.bincount(train.labels, minlength=NUM_CLASSES).tolist()
     loss_fn = make_loss(cfg.loss, class_weights_from_counts(counts).to(device))
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -313,7 +312,8 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
             best = f"best macro-F1 {best_f1:.3f}" if has_val else "no validation split"
             print(f"resuming from {state_path} after epoch {start_epoch} ({best})")
 
-    predict = (lambda m, d, bs, dev: CachedHead(m, time_axis).predict_items(val_items, bs, dev)) if use_cache else None
+    predict = (lambda m, d, bs, dev: CachedHead(m, time_axis).predict_items(val_items, bs, dev, val_norm)) \
+        if use_cache else None
     epoch, run_started = start_epoch, time.monotonic()
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -395,4 +395,4 @@ def train_model(model: nn.Module, train: ClipData, val: ClipData, cfg: TrainConf
 
 
 __all__ = ["TrainConfig", "ClipData", "TrainResult", "TrainingInterrupted", "train_model", "predict_proba",
-           "evaluate_split", "BucketBatchSampler", "warmup_cosine"]
+           "evaluate_split", "warmup_cosine"]
