@@ -88,9 +88,10 @@ def find_model(scratch: Path) -> tuple[str, str]:
     """(bundle folder, note): models/default/ when trained, else an untrained full-size conformer-v3.2."""
     from realtime.wiring import DEFAULT_BUNDLE_DIR
 
-    if (DEFAULT_BUNDLE_DIR / "bundle.json").is_file() or (DEFAULT_BUNDLE_DIR / "ensemble.json").is_file():
-        meta_path = DEFAULT_BUNDLE_DIR / "bundle.json"
-        name = json.loads(meta_path.read_text())["model"]["name"] if meta_path.is_file() else "ensemble"
+    from models.bundle import holds_model, peek_bundle_meta
+
+    if holds_model(DEFAULT_BUNDLE_DIR):
+        name = (peek_bundle_meta(DEFAULT_BUNDLE_DIR) or {}).get("model", {}).get("name", "ensemble")
         return str(DEFAULT_BUNDLE_DIR), f"trained default bundle {DEFAULT_BUNDLE_DIR} ({name})"
     folder = untrained_bundle(scratch, "conformer-v3.2")
     return folder, "UNTRAINED full-size conformer-v3.2 (models/default/ not present): timing only"

@@ -18,7 +18,6 @@ RTF = compute time / audio duration (< 1 is faster than real time).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import resource
@@ -40,7 +39,7 @@ TARGET_SHARED_OVER_SINGLE = 1.3
 
 
 def write_fixture(root: Path, heads: int, tiny: bool) -> Path:
-    """Backbone folder + K frozen-head bundles + ensemble.json under root; returns the ensemble folder."""
+    """Backbone folder + K frozen-head bundles + their ensemble under root; returns the ensemble folder."""
     from models.backbone import make_base_plus_shaped, make_tiny_backbone
 
     backbone = root / "backbone"
@@ -52,40 +51,31 @@ def write_fixture(root: Path, heads: int, tiny: bool) -> Path:
 
 
 def _save_heads(ensemble: Path, name: str, args: dict[str, Any], heads: int, backbone_dir: str | None) -> Path:
-    """K randomly initialised frozen heads as bundles + ensemble.json (shared backbone); returns the folder."""
+    """K randomly initialised frozen heads as bundles + their ensemble (shared backbone); returns the folder."""
     import torch
 
-    from models.bundle import save_bundle
+    from models.bundle import save_bundle, save_ensemble
     from models.registry import build_model
 
     for k in range(heads):
         torch.manual_seed(k)
         save_bundle(ensemble / f"fold{k}", build_model(name, **args), name, {"fold": k, "git_commit": "benchmark"})
-    (ensemble / "ensemble.json").write_text(json.dumps({
-        "format_version": 1, "kind": "ensemble", "members": [f"fold{k}" for k in range(heads)],
-        "shared_backbone": True, "backbone_dir": backbone_dir}))
-    return ensemble
+    return save_ensemble(ensemble, [f"fold{k}" for k in range(heads)], shared_backbone=True, backbone_dir=backbone_dir)
 
 
 def _build_classifier(config: str, ensemble: Path):
-    from models.bundle import read_bundle_json
     from models.ensemble import EnsembleClassifier
-    from models.loader import load_bundle_classifier, load_ensemble
     from models.labels import EMOTIONS
-    from models.registry import build_model
+    from models.loader import load_bundle, load_bundle_classifier, load_ensemble
     from models.torch_classifier import TorchClassifier
 
     if config == "single":
         return load_bundle_classifier(ensemble / "fold0", "cpu")
     if config == "shared":
         return load_ensemble(ensemble, "cpu")
-    from safetensors.torch import load_file
-
     members = []
     for folder in sorted(p for p in ensemble.iterdir() if p.is_dir()):
-        meta = read_bundle_json(folder)
-        model = build_model(meta["model"]["name"], **meta["model"]["args"])  # its own backbone copy
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        model, _ = load_bundle(folder, "cpu")  # outside load_ensemble nothing is shared: its own backbone copy
         members.append(TorchClassifier(model, name=folder.name, device="cpu"))
     classifier = EnsembleClassifier("separate", "cpu", EMOTIONS, [], members, [m.name for m in members])
     classifier.warmup()

@@ -2,7 +2,6 @@
 (status, markdown table, target verdicts, raw result). bench/__main__.py picks, runs and reports them."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -49,21 +48,20 @@ class BenchOutcome:
 
 def untrained_bundle(scratch: Path, name: str) -> str:
     """A registry model with random weights saved as a bundle in scratch: real compute, for timing only."""
-    from models.bundle import save_bundle
+    from models.bundle import is_bundle_folder, save_bundle
     from models.registry import build_model
 
     folder = scratch / f"untrained-{name}"
-    if not (folder / "bundle.json").is_file():
+    if not is_bundle_folder(folder):
         save_bundle(folder, build_model(name), name, meta={"training": {"note": "untrained, benchmark timing only"}})
     return str(folder)
 
 
 def default_model_name(ctx: BenchContext) -> str:
-    meta = Path(ctx.model_dir or "") / "bundle.json"
-    try:
-        return json.loads(meta.read_text())["model"]["name"]
-    except (OSError, ValueError, KeyError):
-        return "conformer-v3.2"
+    from models.bundle import peek_bundle_meta
+
+    name = ((peek_bundle_meta(ctx.model_dir or "") or {}).get("model") or {}).get("name")
+    return name if isinstance(name, str) else "conformer-v3.2"
 
 
 # ---------------------------------------------------------------- one runner per benchmark
@@ -289,7 +287,7 @@ def run_train_cv(ctx: BenchContext, module) -> BenchOutcome:
         return BenchOutcome("train_cv", "not available",
                             error="needs the shared copy of the default model's corpus (../shared/data: emodb/ or crema-d/)")
     result = module.run(ctx.data_dir, threads=ctx.threads, epochs=2 if ctx.quick else None)
-    scope = "2 epochs (--quick): indicative only" if ctx.quick else "recipe of models/default/bundle.json"
+    scope = "2 epochs (--quick): indicative only" if ctx.quick else "the default model's recorded recipe"
     checks = [TargetCheck("full speaker-independent CV of the default recipe", result["wall_minutes"], "<=", 15, "min",
                           f"{result['folds']} folds, {scope}; macro-F1 {result['macro_f1_mean']:.3f} ± "
                           f"{result['macro_f1_std']:.3f}")]

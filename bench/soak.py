@@ -193,9 +193,10 @@ def load_soak_model(model_dir: str | None, scratch: Path):
 
     if model_dir:
         return load_model(model_dir, "cpu"), f"bundle {model_dir}"
-    if (DEFAULT_BUNDLE_DIR / "bundle.json").is_file() or (DEFAULT_BUNDLE_DIR / "ensemble.json").is_file():
+    from models.bundle import holds_model, save_bundle
+
+    if holds_model(DEFAULT_BUNDLE_DIR):
         return load_model(None, "cpu"), f"default bundle {DEFAULT_BUNDLE_DIR}"
-    from models.bundle import save_bundle
     from models.registry import build_model
 
     model = build_model("conformer-v1", d_model=64, n_blocks=1, n_heads=2, subsampling_channels=16)

@@ -1,7 +1,7 @@
 """Benchmark: wall time of the default model's full speaker-independent CV on the shared copy of the
 corpus it was trained on (EmoDB, or CREMA-D with its manifest and the table's five folds).
 
-The recipe is the exact command recorded in models/default/bundle.json (`training.command`), run
+The recipe is the exact command recorded in the models/default bundle (`training.command`), run
 as `python -m train cv` instead of `fit`, in a fresh scratch folder with an empty feature cache
 (so functionals extraction or the frozen encoder's pass is included), on the benchmark's thread
 count. Target: <= 15 minutes on the 2-core CPU. The CV macro-F1 is reported beside the time so a
@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.report import finish_cli, markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "default" / "bundle.json"
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
 # Options of the recorded `fit` command that the benchmark replaces with its own values.
 REPLACED = {"--out", "--cache-dir", "--threads", "--data", "--manifest", "--resume"}
 # Per corpus: its audio folder and manifest (None: none) in the shared data folder, and the CV's
@@ -32,15 +32,17 @@ SHARED_COPY = {"emodb": ("emodb", None, None),
                "crema-d": ("crema-d/AudioFLAC", "crema-d/flac_manifest.csv", 5)}
 
 
-def recorded_command(bundle_json: Path = DEFAULT_BUNDLE) -> list[str]:
-    """The `python -m train fit ...` command the default bundle was trained with, as argv."""
+def recorded_command(bundle_dir: Path = DEFAULT_BUNDLE) -> list[str]:
+    """The `python -m train fit ...` command a bundle (the default one) was trained with, as argv."""
+    from models.bundle import peek_bundle_meta
+
     try:
-        command = json.loads(bundle_json.read_text())["training"]["command"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise FileNotFoundError(f"{bundle_json} records no training command ({exc})") from None
+        command = (peek_bundle_meta(bundle_dir) or {})["training"]["command"]
+    except (KeyError, TypeError) as exc:
+        raise FileNotFoundError(f"the bundle in {bundle_dir} records no training command ({exc})") from None
     argv = shlex.split(command)
     if argv[:4] != ["python", "-m", "train", "fit"]:
-        raise ValueError(f"expected a 'python -m train fit' command in {bundle_json}, got {command!r}")
+        raise ValueError(f"expected a 'python -m train fit' command in the bundle in {bundle_dir}, got {command!r}")
     return argv[4:]
 
 

@@ -14,8 +14,8 @@ Engine factory contract
   default input device.
 * model_choice: "default" (the shipped fast bundle, models/default/) or
   "primary" (then primary_dir and backbone_dir are passed: folders the user or
-  main.py chose and the GUI checked from their JSON: ensemble.json + member
-  bundle.json files, or one bundle.json; a backbone folder with config.json,
+  main.py chose and the GUI checked from their JSON: an ensemble's JSON + its
+  member bundles, or one bundle (models/bundle.py); a backbone folder with config.json,
   weights and preprocessor_config.json only when the members record one, i.e.
   WavLM / Wav2Vec2 heads; Whisper heads need none, backbone_dir may be None).
   The engine runs the primary with the default model as its fallback.

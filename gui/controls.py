@@ -2,34 +2,32 @@
 and the status bar fields of the monitor window."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QStatusBar,
                              QToolButton, QWidget)
 
 from gui.model_folders import PRIMARY_UNSET_TITLE
+from models.bundle import peek_bundle_meta
 from gui.widgets import LevelMeter, SpaceIsStartStop, SpeechIndicator
 from realtime.devices import DeviceError, InputDevice, list_input_devices, rescan_devices
 
-DEFAULT_BUNDLE_JSON = Path(__file__).resolve().parent.parent / "models" / "default" / "bundle.json"
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 # Keys saved by older VEDs: "conformer" (the first default's name),
 # "wavlm-ensemble" before the primary could be any ensemble (Whisper heads too).
 LEGACY_MODEL_KEYS = {"conformer": "default", "wavlm-ensemble": "primary"}
 
 
-def default_model_title(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> str:
+def default_model_title(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> str:
     """"conformer-v3.1 (default)": the architecture the shipped bundle records (JSON only, no torch)."""
-    try:
-        name = json.loads(bundle_json.read_text(encoding="utf-8"))["model"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "default model (models/default)"
+    model = (peek_bundle_meta(bundle_dir) or {}).get("model")
+    name = model.get("name") if isinstance(model, dict) else None
     return f"{name} (default)" if isinstance(name, str) else "default model (models/default)"
 
 
-def model_choices(bundle_json: Path = DEFAULT_BUNDLE_JSON) -> tuple[tuple[str, str], ...]:
+def model_choices(bundle_dir: Path = DEFAULT_BUNDLE_DIR) -> tuple[tuple[str, str], ...]:
     """(key, title) of the model selector; keys are what gui/app.py's engine factory receives."""
-    return (("default", default_model_title(bundle_json)), ("primary", PRIMARY_UNSET_TITLE))
+    return (("default", default_model_title(bundle_dir)), ("primary", PRIMARY_UNSET_TITLE))
 
 
 def query_input_devices(rescan: bool) -> tuple[list[InputDevice], str]:

@@ -1,17 +1,20 @@
 """The primary model's folders, judged from their JSON alone (the GUI never imports torch).
 
-A primary folder is an ensemble (ensemble.json + one bundle folder per member) or a single
-bundle (bundle.json). Members whose model args record a `backbone_dir` (heads on WavLM /
-Wav2Vec2) need that Hugging Face backbone folder; the others (Whisper heads, whose encoder
-comes from a pinned pip package) need none. The checks are plain functions, testable
-without a window; the Model folders dialog and the model selector both use them.
+A primary folder is an ensemble (its JSON + one bundle folder per member) or a single bundle;
+models/bundle.py owns both formats and reads them without torch. Members whose model args
+record a `backbone_dir` (heads on WavLM / Wav2Vec2) need that Hugging Face backbone folder; the
+others (Whisper heads, whose encoder comes from a pinned pip package) need none. The checks are
+plain functions, testable without a window; the Model folders dialog and the model selector
+both use them.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from models.bundle import (BUNDLE_JSON, ENSEMBLE_JSON, is_bundle_folder, is_ensemble_folder, peek_bundle_meta,
+                           peek_ensemble_meta)
 
 BACKBONE_REQUIRED = ("config.json", "preprocessor_config.json")
 BACKBONE_WEIGHTS = ("pytorch_model.bin", "model.safetensors")
@@ -33,21 +36,13 @@ class FolderCheck:
         return "OK" if self.ok else "; ".join(self.problems)
 
 
-def _read_json(path: Path) -> Any:
-    """The parsed file, or None when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _member_metas(folder: str) -> list[Any]:
-    """bundle.json of every member ([the bundle itself] for a single-bundle folder; None where unreadable)."""
+    """The JSON of every member bundle ([the bundle itself] for a single-bundle folder; None where unreadable)."""
     path = Path(folder)
-    manifest = _read_json(path / "ensemble.json")
-    if isinstance(manifest, dict) and isinstance(manifest.get("members"), list):
-        return [_read_json(path / str(m) / "bundle.json") for m in manifest["members"]]
-    return [_read_json(path / "bundle.json")] if (path / "bundle.json").is_file() else []
+    manifest = peek_ensemble_meta(path)
+    if manifest is not None and isinstance(manifest.get("members"), list):
+        return [peek_bundle_meta(path / str(m)) for m in manifest["members"]]
+    return [peek_bundle_meta(path)] if is_bundle_folder(path) else []
 
 
 def _model_args(meta: Any) -> dict[str, Any]:
@@ -69,27 +64,26 @@ def check_backbone_folder(folder: str) -> FolderCheck:
 
 
 def check_primary_folder(folder: str) -> FolderCheck:
-    """An ensemble folder needs ensemble.json (kind "ensemble") and every member's bundle.json;
-    a single-bundle folder needs a readable bundle.json."""
+    """An ensemble folder needs its JSON (kind "ensemble") and every member's bundle JSON;
+    a single-bundle folder needs a readable bundle JSON."""
     path = Path(folder)
     if not folder or not path.is_dir():
         return FolderCheck(folder, (f"folder not found: {folder or '(empty)'}",))
-    manifest = path / "ensemble.json"
-    if not manifest.is_file():
-        if (path / "bundle.json").is_file():
-            ok = isinstance(_read_json(path / "bundle.json"), dict)
-            return FolderCheck(folder, () if ok else ("bundle.json is unreadable",))
-        return FolderCheck(folder, ("missing ensemble.json (or bundle.json)",))
-    data = _read_json(manifest)
+    if not is_ensemble_folder(path):
+        if is_bundle_folder(path):
+            ok = peek_bundle_meta(path) is not None
+            return FolderCheck(folder, () if ok else (f"{BUNDLE_JSON} is unreadable",))
+        return FolderCheck(folder, (f"missing {ENSEMBLE_JSON} (or {BUNDLE_JSON})",))
+    data = peek_ensemble_meta(path)
     if data is None:
-        return FolderCheck(folder, ("ensemble.json is unreadable",))
-    if not isinstance(data, dict) or data.get("kind") != "ensemble":
-        return FolderCheck(folder, ('ensemble.json is not an ensemble manifest (kind != "ensemble")',))
+        return FolderCheck(folder, (f"{ENSEMBLE_JSON} is unreadable",))
+    if data.get("kind") != "ensemble":
+        return FolderCheck(folder, (f'{ENSEMBLE_JSON} is not an ensemble manifest (kind != "ensemble")',))
     members = data.get("members") or []
-    absent = [str(m) for m in members if not (path / str(m) / "bundle.json").is_file()]
+    absent = [str(m) for m in members if not is_bundle_folder(path / str(m))]
     problems = []
     if not members:
-        problems.append("ensemble.json lists no members")
+        problems.append(f"{ENSEMBLE_JSON} lists no members")
     if absent:
         problems.append(f"member bundles missing: {', '.join(absent)}")
     return FolderCheck(folder, tuple(problems))
@@ -103,8 +97,8 @@ def needs_backbone(primary_dir: str) -> bool:
 
 def recorded_backbone_dir(primary_dir: str) -> str:
     """The backbone folder recorded at training time, looked up as the loader does: the first
-    member's own, else ensemble.json's; an existing folder wins ('' when none is recorded)."""
-    data = _read_json(Path(primary_dir) / "ensemble.json")
+    member's own, else the ensemble's; an existing folder wins ('' when none is recorded)."""
+    data = peek_ensemble_meta(primary_dir)
     metas = _member_metas(primary_dir)
     candidates = [str(value) for value in (_model_args(metas[0]).get("backbone_dir") if metas else None,
                                            data.get("backbone_dir") if isinstance(data, dict) else None) if value]

@@ -11,6 +11,7 @@ from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QGridLayout
 
 from gui.model_folders import (FolderCheck, check_backbone_folder, check_primary_folder, effective_backbone_dir,
                                needs_backbone, primary_title, primary_usable)
+from models.bundle import BUNDLE_JSON, ENSEMBLE_JSON
 
 
 class ModelFoldersDialog(QDialog):
@@ -30,7 +31,7 @@ class ModelFoldersDialog(QDialog):
         self.message.setWordWrap(True)
         self.message.setStyleSheet("color: #b00020;")
         grid = QGridLayout()
-        rows = (("Primary model folder (ensemble.json + member bundles, or one bundle.json)",
+        rows = ((f"Primary model folder ({ENSEMBLE_JSON} + member bundles, or one {BUNDLE_JSON})",
                  self.primary_edit, self.primary_status),
                 ("Backbone folder, only for WavLM / Wav2Vec2 heads (config.json, weights, "
                  "preprocessor_config.json)", self.backbone_edit, self.backbone_status))

@@ -1,6 +1,6 @@
 """Type and range checks for the frozen config dataclasses, called from their `__post_init__`.
 
-Architecture arguments arrive from bundle.json and `--model-arg KEY=VALUE`, so a
+Architecture arguments arrive from a bundle's JSON and `--model-arg KEY=VALUE`, so a
 config must refuse a string where it wants an int, a bool where it wants a
 number, NaN, and sizes so large that building the model would exhaust memory.
 

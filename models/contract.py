@@ -12,7 +12,7 @@ questions through the helpers below, never with hasattr/getattr probes.
     fit_normalisation(waves, functionals [N, F] | None)     fit in-model statistics on training data
     set_spec_augment(enabled)                                 switch training-time SpecAugment (no-op without)
     model_args() -> dict                                      build_model(name, **model_args()) rebuilds it
-    feature_config() -> dict                                  bundle.json "feature": what the model listens to
+    feature_config() -> dict                                  the bundle's "feature": what the model listens to
     frontend_cacheable -> bool                                True when the CacheableFrontEnd split may be cached
 """
 from __future__ import annotations

@@ -236,7 +236,7 @@ class LogMelFrontend(nn.Module):
         self.stats_frames.fill_(float(count))
 
     def config_dict(self) -> dict:
-        """JSON-serialisable description for bundle.json's `feature` key."""
+        """JSON-serialisable description for the bundle's `feature` key (models/bundle.py)."""
         return {"type": "logmel", **asdict(self.config), "utterance_norm": self.utterance_norm,
                 "level_dbfs": self.level_dbfs}
 

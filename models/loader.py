@@ -2,7 +2,7 @@
 
     load_classifier(path, device, backbone_dir)        any folder (single, sklearn, ensemble) -> Classifier
     load_bundle_classifier(bundle_dir, device, ...)    one bundle folder -> Classifier
-    load_bundle(bundle_dir, device, backbone_dir)      one bundle folder -> (model, bundle.json dict)
+    load_bundle(bundle_dir, device, backbone_dir)      one bundle folder -> (model, its JSON as a dict)
     load_ensemble(ensemble_dir, device, ...)           ensemble folder -> EnsembleClassifier
 
 Every model is validated on the way in; any failure is a `BundleError` with one line:
@@ -12,7 +12,7 @@ Every model is validated on the way in; any failure is a `BundleError` with one 
 * the bundle's feature settings (rate, framing, mel bins, openSMILE set...) equal what
   this version of the code computes;
 * a warm-up prediction returns finite probabilities that sum to 1.
-JSON reading and the file format live in models/bundle.py; ensembles are built here from it.
+JSON reading and the file format live in models/bundle.py; models are built here from it.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from models.backbone import BackboneError, sharing_frozen_backbones
-from models.bundle import (BUNDLE_JSON, ENSEMBLE_JSON, WEIGHT_FILES, BundleError, file_hash,
-                           read_bundle_json, read_json_object, upgrade_state_v1)
+from models.bundle import (BUNDLE_JSON, WEIGHT_FILES, BundleError, file_hash, is_ensemble_folder,
+                           read_bundle_meta, read_ensemble_meta, upgrade_state_v1)
 from models.classifier import Classifier
 from models.contract import FunctionalsModel, shares_frontend
 from models.device import DeviceError, resolve_device
@@ -35,8 +35,7 @@ from models.ensemble import EnsembleClassifier
 from models.labels import EMOTIONS
 from models.registry import build_model
 
-ENSEMBLE_FORMAT_VERSION = 1
-# bundle.json "feature" keys that decide what a model sees; they must equal the code's values.
+# The bundle's "feature" keys that decide what a model sees; they must equal the code's values.
 _ANALYSIS_KEYS = ("type", "kind", "sample_rate_hz", "win_ms", "hop_ms", "n_mels", "f_min_hz", "f_max_hz",
                   "log_floor", "min_clip_ms", "utterance_norm", "level_dbfs", "n_fft", "hop_samples", "frames_per_s",
                   "feature_set", "dim", "functionals")
@@ -52,7 +51,7 @@ def checked_device(device: str | None) -> str:
 
 # ---------------------------------------------------------------- one bundle
 def build_from_meta(meta: dict[str, Any], folder: Path, backbone_dir: str | None = None) -> Any:
-    """The untrained architecture bundle.json describes; bad arguments -> BundleError (one line)."""
+    """The untrained architecture the bundle's JSON describes; bad arguments -> BundleError (one line)."""
     name, args = meta["model"]["name"], dict(meta["model"].get("args", {}))
     if backbone_dir is not None and "backbone_dir" in args:
         args["backbone_dir"] = str(backbone_dir)
@@ -91,7 +90,7 @@ def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) 
             more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
             problems.append(f"{label}: {', '.join(items[:3])}{more}")
     if problems:
-        raise BundleError(f"weights in {where} do not match the architecture in bundle.json; "
+        raise BundleError(f"weights in {where} do not match the architecture in {BUNDLE_JSON}; "
                           + "; ".join(problems))
     not_float = [f"{k} ({str(state[k].dtype).removeprefix('torch.')})" for k in expected
                  if expected[k].is_floating_point() and not state[k].is_floating_point()]
@@ -105,7 +104,7 @@ def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) 
 
 
 def _check_feature(model: Any, meta: dict[str, Any], folder: Path) -> None:
-    """The analysis settings stored in bundle.json must equal those the code computes for this model."""
+    """The analysis settings stored in the bundle's JSON must equal those the code computes for this model."""
     stored = meta.get("feature")
     if not (isinstance(stored, dict) and stored):
         return  # nothing recorded (older heads): the architecture arguments already decide the features
@@ -154,7 +153,7 @@ def _load_sklearn(folder: Path, meta: dict[str, Any]) -> Any:
 
 def load_bundle(bundle_dir: str | Path, device: str | None = "cpu",
                 backbone_dir: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
-    """Load a torch or sklearn bundle -> (model in eval mode on `device` | fitted classifier, bundle.json dict).
+    """Load a torch or sklearn bundle -> (model in eval mode on `device` | fitted classifier, its JSON as a dict).
 
     device: "cpu", "cuda", "cuda:0" or None (cuda when available). The dict is
     format 2 (a format-1 file is upgraded) and gains "checkpoint_hash" (first 12
@@ -162,7 +161,7 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "cpu",
     backbone, the backbone folder on this machine (replaces the one recorded at training time).
     """
     folder = Path(bundle_dir)
-    meta = read_bundle_json(folder)
+    meta = read_bundle_meta(folder)
     if meta["kind"] == "torch":
         model = _load_torch(folder, meta, None if backbone_dir is None else str(backbone_dir))
         model = model.to(checked_device(device))
@@ -218,36 +217,12 @@ def load_classifier(path: str | Path, device: str | None = None,
     folder = Path(path).expanduser()
     if not folder.exists():
         raise BundleError(f"bundle folder not found: {folder}")
-    if (folder / ENSEMBLE_JSON).is_file():
+    if is_ensemble_folder(folder):
         return load_ensemble(folder, device, backbone_dir=None if backbone_dir is None else str(backbone_dir))
     return load_bundle_classifier(folder, device, backbone_dir=backbone_dir)
 
 
 # ---------------------------------------------------------------- ensembles
-def read_ensemble_json(folder: Path) -> dict[str, Any]:
-    """Parse and validate ensemble.json; raises BundleError (one line) on any problem.
-
-    {"format_version": 1, "kind": "ensemble", "members": ["fold0", ...],
-     "shared_backbone": bool, "backbone_dir": str | null, "name": str (optional)}"""
-    path = folder / ENSEMBLE_JSON
-    if not folder.is_dir():
-        raise BundleError(f"ensemble folder not found: {folder}")
-    if not path.is_file():
-        raise BundleError(f"{folder} has no {ENSEMBLE_JSON}; not an ensemble folder")
-    doc = read_json_object(path)
-    if doc.get("format_version") != ENSEMBLE_FORMAT_VERSION or doc.get("kind") != "ensemble":
-        raise BundleError(f"{path} needs format_version {ENSEMBLE_FORMAT_VERSION} and kind \"ensemble\", "
-                          f"found {doc.get('format_version')!r} / {doc.get('kind')!r}")
-    members = doc.get("members")
-    if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
-        raise BundleError(f"{path} needs a non-empty list of member folder names in \"members\"")
-    missing = [m for m in members if not (folder / m / BUNDLE_JSON).is_file()]
-    if missing:
-        raise BundleError(f"ensemble {folder} is missing member bundle(s): {', '.join(missing)} "
-                          f"(each needs {BUNDLE_JSON})")
-    return doc
-
-
 def _resolve_backbone_dir(recorded: str | None, override: str | None, fallback: str | None,
                           where: Path) -> str | None:
     """The override wins; else the folder recorded in the bundle, else the ensemble's."""
@@ -272,9 +247,9 @@ def load_ensemble(ensemble_dir: str | Path, device: str | None = None, backbone_
     Every member gets the checks of a single bundle. Raises BundleError (one line).
     """
     folder = Path(ensemble_dir).expanduser()
-    doc = read_ensemble_json(folder)
+    doc = read_ensemble_meta(folder)
     device = checked_device(device)
-    metas = [(folder / m, read_bundle_json(folder / m)) for m in doc["members"]]
+    metas = [(folder / m, read_bundle_meta(folder / m)) for m in doc["members"]]
     labels = {tuple(meta["labels"]) for _, meta in metas}
     if len(labels) != 1:
         raise BundleError(f"ensemble {folder} mixes members with different label maps: {sorted(labels)}")

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from models.bundle import holds_model
 from models.classifier import Classifier
 from realtime.engine import Engine, EngineConfig
 from realtime.source import TARGET_RATE_HZ, AudioSource
@@ -60,11 +61,10 @@ def resolve_bundle_dir(spec: str | os.PathLike | None) -> Path:
 def resolve_primary(spec: str | os.PathLike | None) -> Path | None:
     """--primary value -> the accurate model's folder, or None to run on the fast model alone.
 
-    None -> models/primary/ when it is installed (holds ensemble.json or bundle.json), else None;
+    None -> models/primary/ when it is installed (holds an ensemble or a bundle), else None;
     "none" -> None; anything else -> that folder (checked when the engine loads it)."""
     if spec is None:
-        installed = any((DEFAULT_PRIMARY_DIR / name).is_file() for name in ("ensemble.json", "bundle.json"))
-        return DEFAULT_PRIMARY_DIR if installed else None
+        return DEFAULT_PRIMARY_DIR if holds_model(DEFAULT_PRIMARY_DIR) else None
     if str(spec).lower() == NO_PRIMARY:
         return None
     return Path(spec).expanduser()

@@ -113,7 +113,9 @@ def join_clips(clips: list[Path], gap_s: float, out: Path) -> Path:
 
 def demo_bundle(bundle: Path, untrained_ok: bool, scratch: Path) -> tuple[Path, str]:
     """The fast bundle folder to show, and a note naming it (an untrained one only on request)."""
-    if (bundle / "bundle.json").is_file() or (bundle / "ensemble.json").is_file():
+    from models.bundle import holds_model
+
+    if holds_model(bundle):
         return bundle, bundle.name
     if not untrained_ok:
         raise SystemExit(f"error: no model bundle at {bundle} (train one, give --bundle, or --untrained-ok)")

@@ -122,7 +122,7 @@ def test_train_cv_bench_replays_the_recorded_recipe_as_cv(tmp_path):
     bundle.write_text(json.dumps({"training": {"command": (
         "python -m train fit --dataset emodb --data ../shared/data/emodb --model doublestream-v4 "
         "--model-arg d_model=64 --epochs 30 --cache-dir /tmp/c --threads 1 --resume --out models/default")}}))
-    fit_args = train_cv.recorded_command(bundle)
+    fit_args = train_cv.recorded_command(tmp_path)
     argv = train_cv.cv_argv(fit_args, tmp_path / "data", tmp_path / "out", tmp_path / "cache", 2, epochs=2)
     assert argv[1:4] == ["-m", "train", "cv"]
     assert argv[4:12] == ["--dataset", "emodb", "--model", "doublestream-v4", "--model-arg", "d_model=64",
@@ -133,16 +133,16 @@ def test_train_cv_bench_replays_the_recorded_recipe_as_cv(tmp_path):
     bundle.write_text(json.dumps({"training": {"command": (
         "python -m train fit --dataset crema-d --data ../shared/data/crema-d/AudioFLAC --manifest m.csv "
         "--model whisper-ultimate --augment microphone --out models/default")}}))
-    argv = train_cv.cv_argv(train_cv.recorded_command(bundle), tmp_path, tmp_path / "out", tmp_path / "c", 2)
+    argv = train_cv.cv_argv(train_cv.recorded_command(tmp_path), tmp_path, tmp_path / "out", tmp_path / "c", 2)
     assert argv[4:14] == ["--dataset", "crema-d", "--model", "whisper-ultimate", "--augment", "microphone",
                           "--manifest", str(tmp_path / "crema-d/flac_manifest.csv"), "--folds", "5"]
     assert argv[14:16] == ["--data", str(tmp_path / "crema-d/AudioFLAC")]
     bundle.write_text(json.dumps({"training": {"command": "python -m train fit --dataset tess --data x --model cnn"}}))
     with pytest.raises(ValueError, match="shared copies of emodb, crema-d"):
-        train_cv.cv_argv(train_cv.recorded_command(bundle), tmp_path, tmp_path / "out", tmp_path / "c", 2)
+        train_cv.cv_argv(train_cv.recorded_command(tmp_path), tmp_path, tmp_path / "out", tmp_path / "c", 2)
     bundle.write_text(json.dumps({"training": {}}))
     with pytest.raises(FileNotFoundError, match="records no training command"):
-        train_cv.recorded_command(bundle)
+        train_cv.recorded_command(tmp_path)
 
 
 def test_crema_replay_file_is_16k_and_reproducible(shared_data, tmp_path):

@@ -289,8 +289,8 @@ def test_model_selector_titles_and_the_old_saved_key(qtbot, settings, tmp_path):
 
     bundle_json = tmp_path / "bundle.json"
     bundle_json.write_text(json.dumps({"model": {"name": "conformer-v3.2", "args": {}}}))
-    assert model_choices(bundle_json)[0] == ("default", "conformer-v3.2 (default)")
-    assert model_choices(tmp_path / "missing.json")[0] == ("default", "default model (models/default)")
+    assert model_choices(tmp_path)[0] == ("default", "conformer-v3.2 (default)")
+    assert model_choices(tmp_path / "missing")[0] == ("default", "default model (models/default)")
     settings.setValue("models/choice", "conformer")  # saved by an older VED
     window = build_window(lambda *a, **k: None, None, settings)
     qtbot.addWidget(window)

@@ -14,7 +14,7 @@ import torch
 import models.whisper_encoder as we
 from engine_support import EventLog, write_speech_file
 from models.arch.whisper_heads import pool_frames
-from models.bundle import BundleError, read_bundle_json, save_bundle
+from models.bundle import BundleError, read_bundle_meta, save_bundle
 from models.ensemble import EnsembleClassifier
 from models.loader import load_bundle_classifier, load_ensemble
 from models.registry import build_model
@@ -51,7 +51,7 @@ def ensemble_dir(tmp_path_factory):
 
 
 def test_bundle_holds_the_head_and_the_encoders_provenance(ensemble_dir):
-    meta = read_bundle_json(ensemble_dir / "fold0")
+    meta = read_bundle_meta(ensemble_dir / "fold0")
     args, feature = meta["model"]["args"], meta["feature"]
     assert args["encoder"] == "tiny.en" and args["frame_pool"] == 4
     assert args["encoder_sha256"] == we.SOURCES["tiny.en"].sha256 == feature["weights_sha256"]

@@ -6,10 +6,10 @@ probabilities. Heads on different frozen encoders (whisper-ultimate tiny.en and 
 one pass per encoder (models/ensemble.py).
 
     OUT/folds.json             the runs' fold assignment (they must all have the same one)
-    OUT/fold{k}/ensemble.json  members: one per run, named after the run folder
-    OUT/fold{k}/<run>/         the run's fold-k bundle (bundle.json, weights, metrics.json)
+    OUT/fold{k}/               an ensemble (models/bundle.py) of one member per run, named after the run folder
+    OUT/fold{k}/<run>/         the run's fold-k bundle (its JSON, weights, metrics.json)
     OUT/fold{k}/metrics.json   the fused fold's test scores (what `train report` reads)
-    OUT/ensemble.json          all K x R member bundles: the folder to ship or load
+    OUT/                       an ensemble of all K x R member bundles: the folder to ship or load
     OUT/cv_metrics.json, OUT/report.md, OUT/confusion_oof.png
 """
 from __future__ import annotations
@@ -19,15 +19,13 @@ import shutil
 import time
 from pathlib import Path
 
-from models.bundle import BUNDLE_JSON, WEIGHT_FILES
+from models.bundle import copy_bundle, is_bundle_folder, peek_ensemble_meta, save_ensemble
 from train.datasets import DataError
 from train.evaluate import EvalResult, score, summarise_folds
 from train.reports import comparison_table, plot_confusion, write_json
 from train.robustness import score_fold_models
 
 FUSED_MODEL = "fusion"
-# Files of a fold bundle the fused run keeps (plots and training state stay with the source run).
-_BUNDLE_FILES = (BUNDLE_JSON, *WEIGHT_FILES.values(), "metrics.json")
 
 
 def _read_json(path: Path) -> dict:
@@ -51,7 +49,7 @@ def check_runs(runs: list[Path]) -> int:
         folds = _read_json(run / "folds.json")
         assignments[run.name] = [sorted(Path(f).name for f in fold["test_files"]) for fold in folds["folds"]]
         unfinished = [k for k in range(len(folds["folds"]))
-                      if not ((run / f"fold{k}" / "bundle.json").is_file()
+                      if not (is_bundle_folder(run / f"fold{k}")
                               and (run / f"fold{k}" / "metrics.json").is_file())]
         if unfinished:
             raise DataError(f"{run}: fold(s) {unfinished} are not finished; fuse needs complete CV runs")
@@ -64,27 +62,16 @@ def check_runs(runs: list[Path]) -> int:
 
 
 def assemble(runs: list[Path], out: Path, k: int, name: str) -> list[dict]:
-    """Write OUT's folders and ensemble.json files; returns each run's cv_metrics.json (or {})."""
+    """Write OUT's folders and ensembles; returns each run's cv_metrics.json (or {})."""
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(runs[0] / "folds.json", out / "folds.json")
-    shared = []
-    for run in runs:
-        doc = _read_json(run / "ensemble.json") if (run / "ensemble.json").is_file() else {}
-        shared.append(bool(doc.get("shared_backbone")))
+    shared = [bool((peek_ensemble_meta(run) or {}).get("shared_backbone")) for run in runs]
     for fold in range(k):
         fold_dir = out / f"fold{fold}"
-        for run in runs:
-            member = fold_dir / run.name
-            member.mkdir(parents=True, exist_ok=True)
-            for file in _BUNDLE_FILES:
-                if (run / f"fold{fold}" / file).is_file():
-                    shutil.copyfile(run / f"fold{fold}" / file, member / file)
-        write_json(fold_dir / "ensemble.json", {"format_version": 1, "kind": "ensemble",
-                                                "members": [r.name for r in runs], "shared_backbone": all(shared),
-                                                "backbone_dir": None, "name": f"{name}-fold{fold}"})
-    write_json(out / "ensemble.json", {"format_version": 1, "kind": "ensemble",
-                                       "members": [f"fold{f}/{r.name}" for f in range(k) for r in runs],
-                                       "shared_backbone": all(shared), "backbone_dir": None, "name": name})
+        for run in runs:  # plots and training state stay with the source run
+            copy_bundle(run / f"fold{fold}", fold_dir / run.name, also=("metrics.json",))
+        save_ensemble(fold_dir, [r.name for r in runs], all(shared), name=f"{name}-fold{fold}")
+    save_ensemble(out, [f"fold{f}/{r.name}" for f in range(k) for r in runs], all(shared), name=name)
     return [_read_json(r / "cv_metrics.json") if (r / "cv_metrics.json").is_file() else {} for r in runs]
 
 

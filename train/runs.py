@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from models.bundle import is_bundle_folder, peek_ensemble_meta, save_bundle, save_ensemble
 from models.contract import shares_frontend
 from models.labels import EMOTIONS
 from models.registry import get_spec
@@ -145,7 +146,7 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
 
     An empty val_idx (val-fraction 0) trains without a validation split: info["val"] is None.
     With spec.teacher_dir, the teacher's probabilities on the training clips join the targets: the
-    mean of its `teacher_members` (ensemble.json names), or of the whole model when None.
+    mean of its `teacher_members` (member names in its ensemble), or of the whole model when None.
     """
     from models.registry import build_model, get_spec
     from train.loop import resolve_device
@@ -187,12 +188,6 @@ def _validation_info(clips: list[Clip], val_idx: list[int], val_fraction: float)
     return {"val_fraction": val_fraction, "val_speakers": sorted({clips[i].speaker for i in val_idx})}
 
 
-def _save_bundle(out_dir: Path, model: Any, spec: RunSpec, meta: dict) -> None:
-    from models.bundle import save_bundle
-
-    save_bundle(out_dir, model, spec.model, meta)
-
-
 def _fold_teachers(spec: RunSpec, folds: list) -> dict[int, tuple[str, ...]]:
     """fold index -> the teacher members it learns from, checked for every fold to train before any trains."""
     if spec.teacher_dir is None:
@@ -207,15 +202,12 @@ def _teacher_meta(spec: RunSpec, members: tuple[str, ...] | None) -> dict:
     """What a bundle records about its teacher: folder, ensemble name, the members it learnt from."""
     if spec.teacher_dir is None:
         return {}
-    from models.bundle import ENSEMBLE_JSON
-
-    ensemble = Path(spec.teacher_dir) / ENSEMBLE_JSON
-    name = json.loads(ensemble.read_text()).get("name") if ensemble.is_file() else None
+    name = (peek_ensemble_meta(spec.teacher_dir) or {}).get("name")
     return {"teacher": {"folder": str(spec.teacher_dir), "name": name, "members": members or "all"}}
 
 
 def run_cv(spec: RunSpec) -> RunOutcome:
-    """Speaker-grouped K-fold CV; writes fold{k}/ bundles, ensemble.json, cv_metrics.json and reports."""
+    """Speaker-grouped K-fold CV; writes fold{k}/ bundles, their ensemble, cv_metrics.json and reports."""
     started = time.monotonic()
     dist = dist_info()
     loaded = load_run_data(spec, _functionals_set(spec))
@@ -236,7 +228,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
     for fold in folds:
         fold_dir = out / f"fold{fold.index}"
         done = fold_dir / "metrics.json"
-        if spec.resume and done.is_file() and (fold_dir / "bundle.json").is_file():
+        if spec.resume and done.is_file() and is_bundle_folder(fold_dir):
             saved = json.loads(done.read_text())
             _say(f"fold {fold.index}: already finished, reusing {done}")
             fold_results.append(EvalResult.from_dict(saved["eval"]))
@@ -259,7 +251,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         _say(f"fold {fold.index + 1}: test macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}")
         if dist.is_main:
             train_clips = [clips[i] for i in fold.train_idx]
-            _save_bundle(fold_dir, model, spec, {
+            save_bundle(fold_dir, model, spec.model, {
                 "fold": fold.index, "metrics": {"test": result.to_dict(), "val": info["val"],
                                                 "test_speakers": fold.test_speakers},
                 "training": _training_meta(spec, {"best_epoch": info["best_epoch"],
@@ -273,7 +265,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
             plot_confusion(result, fold_dir / "confusion.png", f"{spec.model} fold {fold.index}")
     if model is None and len(fold_results) == len(folds):
         # Every fold came from disk (--fold jobs, then --resume): ask an untrained build whether the
-        # heads share one frozen front end, so ensemble.json still says so.
+        # heads share one frozen front end, so the ensemble still says so.
         from models.registry import build_model
 
         shared_backbone = shares_frontend(build_model(spec.model, **spec.model_args))
@@ -289,9 +281,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                "data": provenance(clips, spec.datasets, spec.data_dirs)}
     if dist.is_main:
         write_json(out / "cv_metrics.json", payload)
-        write_json(out / "ensemble.json", {"format_version": 1, "kind": "ensemble",
-                                           "members": [f"fold{f.index}" for f in folds],
-                                           "shared_backbone": shared_backbone, "backbone_dir": backbone_dir})
+        save_ensemble(out, [f"fold{f.index}" for f in folds], shared_backbone, backbone_dir)
         plot_confusion(oof_eval, out / "confusion_oof.png", f"{spec.model} {len(folds)}-fold CV, out-of-fold")
         (out / "report.md").write_text(comparison_table([out]))
         if get_spec(spec.model).family == "ssl":
@@ -320,7 +310,7 @@ def run_fit(spec: RunSpec) -> RunOutcome:
                "wall_time_s": time.monotonic() - started + info["earlier_train_s"]}
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _save_bundle(out, model, spec, {
+        save_bundle(out, model, spec.model, {
             "fold": None, "metrics": {"val": info["val"], **validation},
             "training": _training_meta(spec, {"best_epoch": info["best_epoch"], **_teacher_meta(spec, None)}),
             "data": provenance(clips, spec.datasets, spec.data_dirs)})

@@ -41,7 +41,9 @@ def read_layer_weights(bundle_dir: Path) -> np.ndarray | None:
     """Softmax layer weights [L+1] stored in a bundle's model.safetensors, or None when absent."""
     from safetensors import safe_open
 
-    weights_file = Path(bundle_dir) / "model.safetensors"
+    from models.bundle import WEIGHT_FILES
+
+    weights_file = Path(bundle_dir) / WEIGHT_FILES["torch"]
     if not weights_file.is_file():
         return None
     with safe_open(str(weights_file), framework="np") as handle:
@@ -51,10 +53,11 @@ def read_layer_weights(bundle_dir: Path) -> np.ndarray | None:
 
 
 def _members(run_dir: Path) -> list[str]:
-    ensemble = run_dir / "ensemble.json"
-    if ensemble.is_file():
-        return list(json.loads(ensemble.read_text())["members"])
-    if (run_dir / "model.safetensors").is_file():
+    from models.bundle import WEIGHT_FILES, is_ensemble_folder, read_ensemble_meta
+
+    if is_ensemble_folder(run_dir):
+        return list(read_ensemble_meta(run_dir)["members"])
+    if (run_dir / WEIGHT_FILES["torch"]).is_file():
         return ["."]  # a single-bundle (fit) run
     return sorted(p.name for p in run_dir.glob("fold*") if p.is_dir())
 

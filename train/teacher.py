@@ -5,7 +5,7 @@
     blend_targets(labels [N] int64, teacher [N, C] or None, weight) -> float32 [N, C]
 
 In CV, fold k's student learns from the teacher's fold-k members (`fold{k}` or `fold{k}/...` in
-its ensemble.json), which must not have heard fold k's test speakers: the teacher run's folds.json
+its ensemble), which must not have heard fold k's test speakers: the teacher run's folds.json
 has to put every one of them in fold k, or the student's test score would carry what the teacher
 learned from those speakers. Every member's probabilities for a clip are cached together
 (`<cache_dir>/teacher/<checkpoint hash>/<clip key>.npy`, float32 [K, C]), so one pass of the
@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from models.atomic import save_npy_atomically
-from models.bundle import ENSEMBLE_JSON
+from models.bundle import ENSEMBLE_JSON, is_ensemble_folder, read_ensemble_meta
 from models.labels import EMOTIONS, NUM_CLASSES
 from train.datasets import DataError
 from train.feature_cache import wave_key
@@ -34,7 +34,7 @@ def fold_members(teacher_dir: Path, fold_index: int, test_speakers: Sequence[str
     `test_speakers`; DataError (one line) otherwise."""
     teacher_dir = Path(teacher_dir)
     record_path = teacher_dir / "folds.json"
-    if not record_path.is_file() or not (teacher_dir / ENSEMBLE_JSON).is_file():
+    if not record_path.is_file() or not is_ensemble_folder(teacher_dir):
         raise DataError(f"--teacher {teacher_dir} is not a cv run (needs folds.json and {ENSEMBLE_JSON}), so it "
                         "cannot show that its fold models never heard this run's test speakers")
     speaker_fold = json.loads(record_path.read_text())["speaker_fold"]
@@ -44,7 +44,7 @@ def fold_members(teacher_dir: Path, fold_index: int, test_speakers: Sequence[str
                         f"{', '.join(elsewhere)} of this fold; use a teacher cv run on the same folds "
                         "(same data and --seed)")
     prefix = f"fold{fold_index}"
-    names = json.loads((teacher_dir / ENSEMBLE_JSON).read_text())["members"]
+    names = read_ensemble_meta(teacher_dir)["members"]
     mine = tuple(m for m in names if m == prefix or m.startswith(prefix + "/"))
     if not mine:
         raise DataError(f"--teacher {teacher_dir} has no {prefix} member in its {ENSEMBLE_JSON}")
@@ -54,7 +54,7 @@ def fold_members(teacher_dir: Path, fold_index: int, test_speakers: Sequence[str
 def teacher_probabilities(folder: Path, waves: Sequence[np.ndarray], device: torch.device,
                           members: Sequence[str] | None = None, cache_dir: Path | None = None,
                           batch_size: int = 16) -> np.ndarray:
-    """Mean probabilities of the teacher's `members` (ensemble.json names; None = the whole model)
+    """Mean probabilities of the teacher's `members` (its ensemble's member names; None = the whole model)
     on `waves` (float32 16 kHz) -> float32 [N, C]."""
     from models.ensemble import EnsembleClassifier
     from models.loader import load_classifier
@@ -64,7 +64,7 @@ def teacher_probabilities(folder: Path, waves: Sequence[np.ndarray], device: tor
     if tuple(teacher.labels) != tuple(EMOTIONS):
         raise DataError(f"--teacher {folder} predicts {', '.join(teacher.labels)}, not {', '.join(EMOTIONS)}")
     ensemble = isinstance(teacher, EnsembleClassifier)
-    names = json.loads((folder / ENSEMBLE_JSON).read_text())["members"] if ensemble else [folder.name]
+    names = read_ensemble_meta(folder)["members"] if ensemble else [folder.name]
     pick = list(range(len(names))) if members is None else [names.index(m) for m in members]
 
     def run(batch: list[np.ndarray]) -> np.ndarray:  # [K, B, C]

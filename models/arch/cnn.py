@@ -32,7 +32,7 @@ class CNNConfig(LogMelArgs):
     pooling: str = "attention"
 
     def __post_init__(self) -> None:
-        if isinstance(self.channels, list):  # bundle.json stores the tuple as a JSON list
+        if isinstance(self.channels, list):  # the bundle's JSON stores the tuple as a list
             object.__setattr__(self, "channels", tuple(self.channels))
         super().__post_init__()
         check_fields(self, {"dropout": (0.0, 0.99)})

@@ -172,7 +172,7 @@ class SSLEmotionNet(nn.Module):
         """No SpecAugment on backbone states: nothing to switch."""
 
     def feature_config(self) -> dict[str, Any]:
-        """bundle.json "feature": raw 16 kHz audio into the backbone, and which states the head mixes."""
+        """The bundle's "feature" entry: raw 16 kHz audio into the backbone, and which states the head mixes."""
         return {"kind": "backbone-states", "sample_rate_hz": 16_000, "layer_pooling": self.layer_pooling}
 
     def frontend_key(self) -> str:

@@ -72,7 +72,7 @@ class WhisperEmotionNet(SSLEmotionNet):
                 f"|pool{self.frame_pool}")
 
     def feature_config(self) -> dict[str, Any]:
-        """bundle.json "feature": the front end and where the encoder weights come from."""
+        """The bundle's "feature" entry: the front end and where the encoder weights come from."""
         return {"kind": "whisper-encoder-states", "sample_rate_hz": 16_000, "n_mels": N_MELS, "n_fft": N_FFT,
                 "hop_samples": HOP_SAMPLES, "frames_per_s": 16_000 / HOP_SAMPLES / 2 / self.frame_pool,
                 "layer_pooling": self.layer_pooling, **self.backbone_info.provenance()}
