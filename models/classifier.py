@@ -28,6 +28,8 @@ class Classifier(ABC):
     uncertain_below: float | None = None
     # A calibrated top probability below this reads "uncertain" (models/calibration.py); None: never.
     uncertain_below: float | None = None
+    # A calibrated top probability below this reads "uncertain" (models/calibration.py); None: never.
+    uncertain_below: float | None = None
     labels: tuple[str, ...] = EMOTIONS
     device: str = "cpu"
 

@@ -28,6 +28,7 @@ from torch import nn
 from models.backbone import BackboneError, sharing_frozen_backbones
 from models.bundle import (BUNDLE_JSON, WEIGHT_FILES, BundleError, file_hash, is_ensemble_folder,
                            read_bundle_meta, read_ensemble_meta, upgrade_state_v1)
+from models.calibration import CalibratedClassifier, Calibration, CalibrationError
 from models.classifier import Classifier
 from models.contract import FunctionalsModel, shares_frontend
 from models.device import DeviceError, resolve_device
@@ -205,7 +206,18 @@ def load_bundle_classifier(bundle_dir: str | Path, device: str | None = None,
     folder = Path(bundle_dir)
     device = checked_device(device)
     model, meta = load_bundle(folder, device, backbone_dir=backbone_dir)
-    return checked_warmup(_wrap(model, meta, device), folder)
+    return checked_warmup(calibrated(_wrap(model, meta, device), meta, folder), folder)
+
+
+def calibrated(classifier: Classifier, meta: dict[str, Any], folder: Path) -> Classifier:
+    """The classifier under the calibration its JSON stores (models/calibration.py); itself when the
+    JSON has none (bundles and ensembles written before calibration existed). A member's own
+    calibration is not applied inside an ensemble: the ensemble's applies to the averaged probabilities."""
+    try:
+        calibration = Calibration.from_json(meta.get("calibration"))
+    except CalibrationError as err:
+        raise BundleError(f"{folder}: {err}") from None
+    return classifier if calibration is None else CalibratedClassifier(classifier, calibration)
 
 
 def load_classifier(path: str | Path, device: str | None = None,
@@ -238,13 +250,14 @@ def _resolve_backbone_dir(recorded: str | None, override: str | None, fallback: 
 
 
 def load_ensemble(ensemble_dir: str | Path, device: str | None = None, backbone_dir: str | None = None,
-                  warmup: bool = True) -> EnsembleClassifier:
+                  warmup: bool = True) -> Classifier:
     """Load an ensemble folder as a (checked, warmed-up) Classifier.
 
     device: None picks cuda when available, else cpu; chosen once here.
     backbone_dir: use this local backbone folder instead of the one recorded at
     training time (for bundles trained on another machine).
-    Every member gets the checks of a single bundle. Raises BundleError (one line).
+    Every member gets the checks of a single bundle. Raises BundleError (one line). An EnsembleClassifier,
+    or a CalibratedClassifier around one when the ensemble's JSON stores a calibration.
     """
     folder = Path(ensemble_dir).expanduser()
     doc = read_ensemble_meta(folder)
@@ -279,6 +292,7 @@ def load_ensemble(ensemble_dir: str | Path, device: str | None = None, backbone_
                          meta, device, name=f"{meta['model']['name']}-{path.name}")
                    for i, (path, meta) in enumerate(metas)]
         ensemble = EnsembleClassifier(name, device, member_labels, [], members, hashes)
+    ensemble = calibrated(ensemble, doc, folder)
     return checked_warmup(ensemble, folder) if warmup else ensemble
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from train.calibrate import add_calibrate_parser, calibrate_command, runs_calibration_table
 from train.datasets import DATASET_NAMES, DataError, parse_dataset_names
 
 
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "loudest; a full-scale sine is -3 dB), or 'off'; default: the median level of the "
                           "clips given with --data/--dataset")
     _data_options(lev, required=False)
+    add_calibrate_parser(sub)
     rep = sub.add_parser("report", help="markdown table comparing run folders (egemaps-svm row = reference)")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                      help="cv or fit run folders; a cv run with only some folds finished is a row marked partial")
@@ -280,6 +282,8 @@ def _set_threads(requested: int | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    if ns.command == "calibrate":   # it rewrites its own run's model JSON: no --out, its own rule
+        return calibrate_command(ns)
     from models.bundle import BundleError
     from models.registry import UnknownModelError
     from train.distributed import shutdown
@@ -290,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             from train.reports import comparison_table
 
             table = comparison_table(ns.runs)
+            calibration = runs_calibration_table(ns.runs)   # ECE / Brier before and after, out-of-fold
+            table += f"\n\n{calibration}\n" if calibration else ""
             print(table)
             if ns.out:
                 from models.atomic import write_text_atomically

@@ -11,6 +11,7 @@ one pass per encoder (models/ensemble.py).
     OUT/fold{k}/metrics.json   the fused fold's test scores (what `train report` reads)
     OUT/                       an ensemble of all K x R member bundles: the folder to ship or load
     OUT/cv_metrics.json, OUT/report.md, OUT/confusion_oof.png
+    OUT/oof_predictions.csv    every clip's fused out-of-fold probabilities (`train calibrate` fits on them)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from models.bundle import copy_bundle, is_bundle_folder, peek_ensemble_meta, save_ensemble
+from train.calibrate import OOF_FILE, write_oof_predictions
 from train.datasets import DataError
 from train.evaluate import EvalResult, score, summarise_folds
 from train.reports import comparison_table, plot_confusion, write_json
@@ -110,6 +112,8 @@ def run_fuse(runs: list[Path], out: Path, spec, name: str | None = None, batch_s
                                                 for r, src in zip(runs, sources)}},
                "data": next((src["data"] for src in sources if src.get("data")), None)}
     write_json(out / "cv_metrics.json", payload)
+    write_oof_predictions(out / OOF_FILE, [scored["clips"][i] for i in covered], scored["fold_of"][covered],
+                          scored["probs"]["clean"][covered])
     plot_confusion(oof, out / "confusion_oof.png",
                    f"{name} {k}-fold CV, out-of-fold")
     (out / "report.md").write_text(comparison_table([*runs, out]))

@@ -50,7 +50,8 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
 
     Returns {"labels": true class per clip [N], "covered": scored clip indices, "folds": scored fold
     indices, "folds_total": folds in folds.json, "results": {variant: [EvalResult per scored fold]}, "oof": {variant: predicted class per
-    clip [N], -1 where not covered}}."""
+    clip [N], -1 where not covered}, "probs": {variant: probabilities [N, 6], NaN where not covered},
+    "fold_of": the fold that scored each clip [N] (-1: none), "clips": the N train.datasets.Clip}."""
     from tqdm import tqdm
 
     from models.loader import load_classifier
@@ -67,6 +68,8 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     by_name = {c.path.name: i for i, c in enumerate(loaded.clips)}
     labels = loaded.data.labels
     oof = {v: np.full(len(labels), -1, dtype=np.int64) for v in variants}
+    probs = {v: np.full((len(labels), len(EMOTIONS)), np.nan) for v in variants}
+    fold_of = np.full(len(labels), -1, dtype=np.int64)
     results: dict[str, list] = {v: [] for v in variants}
     covered: list[int] = []
     device = None if spec.train.device == "auto" else spec.train.device
@@ -82,13 +85,16 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
             waves = [transform(loaded.data.waves[i], n) for i, n in zip(idx, names)]
             batches = [classifier.predict(waves[s:s + batch_size]) for s in
                        tqdm(range(0, len(waves), batch_size), desc=f"fold {k} {variant}", unit="batch", leave=False)]
-            oof[variant][idx] = np.concatenate(batches).argmax(1)
+            probs[variant][idx] = np.concatenate(batches)
+            oof[variant][idx] = probs[variant][idx].argmax(1)
             results[variant].append(score(labels[idx], oof[variant][idx]))
         covered += idx
+        fold_of[idx] = k
         print(f"fold {k}: macro-F1 " + ", ".join(f"{v} {r[-1].macro_f1:.3f}" for v, r in results.items()),
               flush=True)
     return {"labels": labels, "covered": covered, "folds": scored_folds, "folds_total": len(fold_files),
-            "results": results, "oof": oof}
+            "results": results, "oof": oof, "probs": probs, "fold_of": fold_of,
+            "clips": loaded.clips}
 
 
 def _at_gain(gain_db: float) -> Callable[[np.ndarray, str], np.ndarray]:

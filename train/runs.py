@@ -23,6 +23,7 @@ from train.distributed import barrier, dist_info
 from train.evaluate import EvalResult, score, score_present_classes, summarise_folds
 from train.folds import make_folds, validation_split, write_folds_json
 from train.loop import ClipData, TrainConfig, predict_proba, train_model
+from train.calibrate import calibration_summary, summary_line, write_run_oof
 from train.reports import comparison_table, plot_confusion, plot_learning_curves, write_json
 
 
@@ -221,6 +222,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         out.mkdir(parents=True, exist_ok=True)
         write_folds_json(out / "folds.json", folds, clips, spec.train.seed)
     oof = np.full(len(clips), -1, dtype=np.int64)
+    oof_probs = np.full((len(clips), len(EMOTIONS)), np.nan)   # what `train calibrate` fits on
     fold_seconds: dict[int, float] = {}
     model = None
     fold_results: list[EvalResult] = []
@@ -233,6 +235,8 @@ def run_cv(spec: RunSpec) -> RunOutcome:
             _say(f"fold {fold.index}: already finished, reusing {done}")
             fold_results.append(EvalResult.from_dict(saved["eval"]))
             oof[fold.test_idx] = saved["test_predictions"]
+            if "test_probabilities" in saved:   # folds written before calibration kept only the class
+                oof_probs[fold.test_idx] = saved["test_probabilities"]
             fold_seconds[fold.index] = saved.get("wall_time_s", 0.0)
             continue
         if spec.only_folds and fold.index not in spec.only_folds:
@@ -242,8 +246,10 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         fit_idx, val_idx = validation_split(clips, fold.train_idx, spec.train.seed + fold.index, spec.val_fraction)
         model, info = _fit_one(spec, data, clips, fit_idx, val_idx, fold_dir, teachers.get(fold.index))
         shared_backbone = shares_frontend(model)
-        preds = _predict(model, data.subset(fold.test_idx)).argmax(1)
+        probs = _predict(model, data.subset(fold.test_idx))
+        preds = probs.argmax(1)
         oof[fold.test_idx] = preds
+        oof_probs[fold.test_idx] = probs
         result = score(data.labels[fold.test_idx], preds)
         fold_results.append(result)
         # A fold resumed from train_state.pt also counts the training its interrupted runs did.
@@ -261,6 +267,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                               "val": info["val"], "validation": _validation_info(clips, val_idx, spec.val_fraction),
                               "history": info["history"], "best_epoch": info["best_epoch"],
                               "test_speakers": fold.test_speakers, "test_predictions": preds.tolist(),
+                              "test_probabilities": np.round(probs, 6).tolist(),
                               "wall_time_s": fold_seconds[fold.index]})
             plot_confusion(result, fold_dir / "confusion.png", f"{spec.model} fold {fold.index}")
     if model is None and len(fold_results) == len(folds):
@@ -281,6 +288,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                "data": provenance(clips, spec.datasets, spec.data_dirs)}
     if dist.is_main:
         write_json(out / "cv_metrics.json", payload)
+        write_run_oof(out, clips, folds, oof_probs, _say)
         save_ensemble(out, [f"fold{f.index}" for f in folds], shared_backbone, backbone_dir)
         plot_confusion(oof_eval, out / "confusion_oof.png", f"{spec.model} {len(folds)}-fold CV, out-of-fold")
         (out / "report.md").write_text(comparison_table([out]))
@@ -328,19 +336,25 @@ def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalR
     """Score a bundle (or ensemble folder) on a dataset; writes metrics.json + confusion.png to out_dir."""
     from tqdm import tqdm
 
+    from models.calibration import without_calibration
     from models.loader import load_classifier
 
     classifier = load_classifier(str(bundle_dir), device=None if spec.train.device == "auto" else spec.train.device)
+    raw_model, calibration = without_calibration(classifier)   # ECE and Brier before and after calibration
     loaded = load_run_data(spec, functionals=None, partial_classes=True)
     probs = []
     for start in tqdm(range(0, len(loaded.data.waves), batch_size), desc="evaluating", unit="batch"):
-        probs.append(classifier.predict(loaded.data.waves[start:start + batch_size]))
-    scores = score_present_classes(loaded.data.labels, np.concatenate(probs), EMOTIONS)
+        probs.append(raw_model.predict(loaded.data.waves[start:start + batch_size]))
+    raw = np.concatenate(probs)
+    calibration_info = calibration_summary(raw, loaded.data.labels, calibration)
+    scores = score_present_classes(loaded.data.labels, raw if calibration is None else calibration.apply(raw),
+                                   EMOTIONS)
     result, absent = scores.restricted, [c for c in EMOTIONS if c not in scores.scored]
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", {"model": str(bundle_dir), "eval": result.to_dict(), "split": "evaluate",
                                       "scored_classes": list(scores.scored), "six_way": scores.six_way.to_dict(),
+                                      "calibration": calibration_info,
                                       "data": provenance(loaded.clips, spec.datasets, spec.data_dirs)})
     title = f"{Path(bundle_dir).name} on {'+'.join(spec.datasets)}"
     plot_confusion(result, out / "confusion.png", title)
@@ -349,6 +363,7 @@ def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalR
              f"{', '.join(absent)})" if absent else ""))
     print(f"macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f}, UAR {result.uar:.3f} "
           f"on {result.n} clips -> {out}")
+    print(summary_line(calibration_info))
     if absent:
         plot_confusion(scores.six_way, out / "confusion_six_way.png", f"{title}, unrestricted")
         print(_six_way_table(scores.six_way, scores.scored))
