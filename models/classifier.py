@@ -26,10 +26,6 @@ class Classifier(ABC):
     name: str = "classifier"
     # A calibrated top probability below this reads "uncertain" (models/calibration.py); None: never.
     uncertain_below: float | None = None
-    # A calibrated top probability below this reads "uncertain" (models/calibration.py); None: never.
-    uncertain_below: float | None = None
-    # A calibrated top probability below this reads "uncertain" (models/calibration.py); None: never.
-    uncertain_below: float | None = None
     labels: tuple[str, ...] = EMOTIONS
     device: str = "cpu"
 
