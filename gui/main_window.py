@@ -21,16 +21,19 @@ from PyQt5.QtWidgets import (QAction, QFileDialog, QMainWindow, QMessageBox, QSh
 from gui.bridge import EngineBridge
 from gui.controls import ControlBar, StatusFields, query_input_devices
 from gui.model_folders import primary_title, primary_usable
+from gui.model_names import ModelNames
 from gui.plots import EmotionPlot, PlotConfig
 from gui.review import SessionFileError, copy_session, export_session_csv, load_session, overview
 from gui.session import EngineFactory, SessionController, new_session_path
 from gui.settings_dialog import ModelFoldersDialog
 from gui.widgets import CurrentEmotionView, ProbabilityPanel, UtteranceTable
+from models.display_names import FAST_ROLE, folder_display_name
 from realtime.types import DropNotice, EmotionPrediction, EngineStatus, LevelUpdate, SessionSummary
 
 REFRESH_HZ = 25
 LATENCY_WINDOW = 200
 ERROR_STATES = ("error", "warning", "device-lost")
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 class MainWindow(QMainWindow):
@@ -51,6 +54,7 @@ class MainWindow(QMainWindow):
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.last_summary: SessionSummary | None = None
         self._active_error = ""
+        self.model_names = ModelNames()
 
         self.bridge = EngineBridge(self)
         self.bridge.event.connect(self.on_engine_event)
@@ -97,6 +101,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
         self.status = StatusFields(self.statusBar())
+        self._name_model_choice("default", folder_display_name(DEFAULT_MODEL_DIR, FAST_ROLE))
 
         self.controls.start_button.clicked.connect(self.toggle_running)
         self.controls.refresh_button.clicked.connect(lambda: self.refresh_devices(rescan=True))
@@ -185,6 +190,24 @@ class MainWindow(QMainWindow):
     def _apply_model_folders(self, primary_dir: str, backbone_dir: str) -> None:
         self.primary_dir, self.backbone_dir = primary_dir, backbone_dir
         self.controls.set_primary(primary_title(primary_dir), primary_usable(primary_dir, backbone_dir))
+        self._name_model_choice("primary", folder_display_name(primary_dir) if primary_dir else "")
+
+    def _name_model_choice(self, key: str, readable: str) -> None:
+        """Show the selector entry by its readable name ("Whisper ensemble"), its technical title
+        ("whisper-ultimate tiny.en + base ×10 (primary)") as the entry's tooltip."""
+        combo = self.controls.model_combo
+        row = combo.findData(key)
+        combo.setItemData(row, combo.itemText(row), Qt.ToolTipRole)
+        if readable:
+            combo.setItemText(row, readable)
+
+    def _use_model_names(self, names: ModelNames) -> None:
+        """How this session's model ids read in the status bar, the current view, table and panel."""
+        self.model_names = self.current.names = self.table.names = self.details.names = names
+
+    def _show_model(self, model_id: str, fallback_active: bool) -> None:
+        self.status.set_model(self.model_names.readable(model_id) if model_id else "", fallback_active)
+        self.status.model.setToolTip(model_id)   # the internal id, as the timeline header records it
 
     def open_model_folders(self) -> ModelFoldersDialog:
         dialog = ModelFoldersDialog(self.primary_dir, self.backbone_dir, self)
@@ -227,6 +250,10 @@ class MainWindow(QMainWindow):
         self.session.stop()
 
     def _on_started(self, timeline_path: str) -> None:
+        try:   # the engine wrote the header (its models' ids and readable names) before it started
+            self._use_model_names(ModelNames(load_session(timeline_path).header))
+        except SessionFileError:
+            self._use_model_names(ModelNames())
         self.status.set_session(timeline_path)
         self._update_actions()
 
@@ -292,12 +319,12 @@ class MainWindow(QMainWindow):
             self.details.show_prediction(prediction)
         self._latencies.append(prediction.latency_ms)
         self.status.set_latency_p95(float(np.percentile(np.asarray(self._latencies), 95)))
-        self.status.set_model(prediction.model, prediction.fallback)
+        self._show_model(prediction.model, prediction.fallback)
 
     def _on_status(self, status: EngineStatus) -> None:
         self.status.set_state(status.state, status.message)
         if status.model:
-            self.status.set_model(status.model, status.fallback_active)
+            self._show_model(status.model, status.fallback_active)
         if status.state in ERROR_STATES:
             self._active_error = f"{status.state}: {status.message}" if status.message else status.state
             self.status.set_error(self._active_error)
@@ -325,6 +352,7 @@ class MainWindow(QMainWindow):
             self.status.set_error(str(exc))
             return False
         self._reset_live_view()
+        self._use_model_names(ModelNames(session.header))
         self.reviewing = True
         self.session_path = str(path)
         self.plot.load_predictions(session.predictions)

@@ -12,11 +12,13 @@ from PyQt5.QtGui import QBrush, QColor, QFont
 from PyQt5.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
                              QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from gui.model_names import ModelNames
 from gui.plots import EMOTION_COLOURS
 from models.labels import EMOTIONS
 from realtime.types import EmotionPrediction
 
 METER_FLOOR_DBFS = -60
+UNCERTAIN_COLOUR = "#9a9a9a"   # an "uncertain" top class is drawn greyed
 
 
 class SpaceIsStartStop(QObject):
@@ -79,7 +81,8 @@ class SpeechIndicator(QLabel):
 
 
 class CurrentEmotionView(QWidget):
-    """The latest emotion in large type with its confidence; partial results are marked live."""
+    """The latest emotion in large type with its confidence; partial results are marked live, and a
+    result the model is not sure of (below its calibrated threshold) is greyed with "uncertain"."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -96,19 +99,26 @@ class CurrentEmotionView(QWidget):
         layout.addWidget(self.detail)
         self.emotion = ""
         self.confidence = 0.0
+        self.uncertain = False
+        self.names = ModelNames()
 
     def show_prediction(self, prediction: EmotionPrediction) -> None:
         self.emotion = prediction.label
         self.confidence = prediction.confidence
+        self.uncertain = prediction.uncertain
+        colour = UNCERTAIN_COLOUR if prediction.uncertain else EMOTION_COLOURS.get(prediction.label, "#000")
         self.label.setText(f"{prediction.label.upper()}  {prediction.confidence:.0%}")
-        self.label.setStyleSheet(f"color: {EMOTION_COLOURS.get(prediction.label, '#000')};")
+        self.label.setStyleSheet(f"color: {colour};")
+        self.label.setToolTip("uncertain: the model's calibrated top probability is below the threshold "
+                              "picked for it on held-out speakers" if prediction.uncertain else "")
         when = "live window" if prediction.kind == "partial" else "last utterance"
         fallback = ", fallback model" if prediction.fallback else ""
-        self.detail.setText(f"{when} {prediction.start_s:.1f}–{prediction.end_s:.1f} s "
-                            f"({prediction.model}{fallback})")
+        self.detail.setText(("uncertain — " if prediction.uncertain else "")
+                            + f"{when} {prediction.start_s:.1f}–{prediction.end_s:.1f} s "
+                            f"({self.names.readable(prediction.model)}{fallback})")
 
     def reset(self) -> None:
-        self.emotion, self.confidence = "", 0.0
+        self.emotion, self.confidence, self.uncertain = "", 0.0, False
         self.label.setText("—")
         self.label.setStyleSheet("")
         self.detail.setText("waiting for speech")
@@ -123,6 +133,7 @@ class UtteranceTable(QTableWidget):
         super().__init__(0, len(self.HEADERS), parent)
         self.max_rows = max_rows
         self.predictions: list[EmotionPrediction] = []
+        self.names = ModelNames()
         self.setHorizontalHeaderLabels(self.HEADERS)
         self.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -135,13 +146,17 @@ class UtteranceTable(QTableWidget):
     def add_prediction(self, prediction: EmotionPrediction) -> None:
         self.insertRow(0)
         self.predictions.insert(0, prediction)
-        model = prediction.model + (" (fallback)" if prediction.fallback else "")
-        cells = (f"{prediction.start_s:.1f}–{prediction.end_s:.1f}", prediction.label,
+        model = self.names.readable(prediction.model) + (" (fallback)" if prediction.fallback else "")
+        cells = (f"{prediction.start_s:.1f}–{prediction.end_s:.1f}",
+                 prediction.label + (" (uncertain)" if prediction.uncertain else ""),
                  f"{prediction.confidence:.0%}", model, f"{prediction.latency_ms:.0f}")
+        colour = UNCERTAIN_COLOUR if prediction.uncertain else EMOTION_COLOURS.get(prediction.label, "#000")
         for column, text in enumerate(cells):
             item = QTableWidgetItem(text)
             if column == 1:
-                item.setForeground(QBrush(QColor(EMOTION_COLOURS.get(prediction.label, "#000"))))
+                item.setForeground(QBrush(QColor(colour)))
+            if column == 3:
+                item.setToolTip(prediction.model)   # the internal id, as the timeline records it
             self.setItem(0, column, item)
         while self.rowCount() > self.max_rows:
             self.removeRow(self.rowCount() - 1)
@@ -183,12 +198,14 @@ class ProbabilityPanel(QWidget):
         layout.addLayout(form)
         layout.addStretch(1)
         self.prediction: EmotionPrediction | None = None
+        self.names = ModelNames()
 
     def show_prediction(self, prediction: EmotionPrediction) -> None:
         self.prediction = prediction
         self.title.setText(f"{prediction.start_s:.2f}–{prediction.end_s:.2f} s: "
-                           f"{prediction.label} ({prediction.confidence:.0%})\n"
-                           f"model {prediction.model}, latency {prediction.latency_ms:.0f} ms"
+                           f"{prediction.label} ({prediction.confidence:.0%}"
+                           + (", uncertain" if prediction.uncertain else "") + ")\n"
+                           f"model {self.names.readable(prediction.model)}, latency {prediction.latency_ms:.0f} ms"
                            + (", fallback" if prediction.fallback else ""))
         for name, bar in self.bars.items():
             bar.setValue(int(round(1000 * prediction.probs.get(name, 0.0))))

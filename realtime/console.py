@@ -15,8 +15,8 @@ from realtime.types import DropNotice, EmotionPrediction, EngineStatus, SessionS
 
 
 def format_prediction(p: EmotionPrediction) -> str:
-    """"  12.34-  14.10 s  anger     0.81  latency   45 ms  conformer-v1 [fallback]"."""
-    tag = " [fallback]" if p.fallback else ""
+    """"  12.34-  14.10 s  anger     0.81  latency   45 ms  conformer-v1 [fallback] [uncertain]"."""
+    tag = (" [fallback]" if p.fallback else "") + (" [uncertain]" if p.uncertain else "")
     kind = "" if p.kind == "utterance" else "  (partial)"
     return (f"{p.start_s:8.2f}-{p.end_s:8.2f} s  {p.label:<8} {p.confidence:5.2f}  "
             f"latency {p.latency_ms:5.0f} ms  {p.model}{tag}{kind}")

@@ -98,6 +98,8 @@ class EmotionPrediction:
     kind: "utterance" (final) or "partial" (live window during speech).
     latency_ms: from the end of the span being available (utterance end or
         window end, on the wall clock) to the result.
+    uncertain: the model's top probability is below the "not sure" threshold its
+        calibration stores (models/calibration.py); the probabilities stay as they are.
     """
 
     start_s: float
@@ -109,16 +111,19 @@ class EmotionPrediction:
     kind: str = "utterance"
     queue_depth: int = 0
     fallback: bool = False
+    uncertain: bool = False
 
     @classmethod
     def from_probs(cls, start_s: float, end_s: float, probs: np.ndarray, model: str,
                    latency_ms: float, labels: tuple[str, ...] = EMOTIONS,
-                   **extra: Any) -> "EmotionPrediction":
-        """Build from a probability vector of shape [len(labels)]."""
+                   uncertain_below: float | None = None, **extra: Any) -> "EmotionPrediction":
+        """Build from a probability vector of shape [len(labels)]; uncertain when its top
+        probability is below `uncertain_below` (the model's threshold; None: never)."""
         values = {name: float(p) for name, p in zip(labels, probs)}
-        return cls(start_s=start_s, end_s=end_s, probs=values,
-                   label=max(values, key=values.__getitem__), model=model,
-                   latency_ms=latency_ms, **extra)
+        label = max(values, key=values.__getitem__)
+        uncertain = uncertain_below is not None and values[label] < uncertain_below
+        return cls(start_s=start_s, end_s=end_s, probs=values, label=label, model=model,
+                   latency_ms=latency_ms, uncertain=uncertain, **extra)
 
     @property
     def confidence(self) -> float:

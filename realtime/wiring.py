@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from models.bundle import holds_model
 from models.classifier import Classifier
+from models.display_names import FAST_ROLE, derived_display_name, folder_display_name
 from realtime.engine import Engine, EngineConfig
 from realtime.source import TARGET_RATE_HZ, AudioSource
 from realtime.timeline import TimelineWriter, default_timeline_path
@@ -125,8 +126,11 @@ def session_header(source: AudioSource, fallback: Classifier, cfg: EngineConfig,
         "input_path": getattr(info, "path", None),
         "sample_rate_hz": TARGET_RATE_HZ,
         "model": {"name": fallback.name, "checkpoint_hash": fallback.checkpoint_hash,
-                  "device": fallback.device, "bundle": str(fallback_dir) if fallback_dir else None},
-        "primary_model": {"bundle": str(primary_dir)} if primary_dir else None,
+                  "device": fallback.device, "bundle": str(fallback_dir) if fallback_dir else None,
+                  "display_name": folder_display_name(fallback_dir, FAST_ROLE)
+                  or derived_display_name([fallback.name], FAST_ROLE)},
+        "primary_model": {"bundle": str(primary_dir), "display_name": folder_display_name(primary_dir)}
+        if primary_dir else None,
         "fallback_model": fallback.name if primary_dir else None,
         "compute": compute,
         "vad": asdict(cfg.vad),

@@ -119,7 +119,9 @@ def test_window_builds_with_six_curves_and_the_default_model(qtbot, settings, tm
     assert set(window.plot.final_curves) == set(EMOTIONS) == set(window.plot.partial_curves)
     assert window.controls.model_choice() == "default"
     shipped = json.loads((REPO_ROOT / "models" / "default" / "bundle.json").read_text())["model"]["name"]
-    assert window.controls.model_combo.currentText() == f"{shipped} (default)"  # named by what it is
+    assert window.controls.model_combo.currentText() == "Conformer (fast)"   # a name a user can read
+    row = window.controls.model_combo.findData("default")
+    assert window.controls.model_combo.itemData(row, Qt.ToolTipRole) == f"{shipped} (default)"  # and what it is
     assert not window.controls.primary_available()
     assert window.phase == "idle"
     assert not window.actions["save_as"].isEnabled()
@@ -269,7 +271,7 @@ def test_events_from_an_engine_thread_reach_status_bar_meter_and_indicator(qtbot
                     window.status.error.text(), timeout=5_000)
     assert window.status.error.text().startswith("device-lost: no audio from USB Mic for 2.0 s")
     assert window.status.drops.text() == "drops: 3"
-    assert window.status.model.text() == "model: wavlm (FALLBACK)"
+    assert window.status.model.text() == "model: WavLM (FALLBACK)" and window.status.model.toolTip() == "wavlm"
     assert window.controls.speech_indicator.speech and window.controls.level_meter.value == -12
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("pytestqt")
-from PyQt5.QtCore import QSettings  # noqa: E402
+from PyQt5.QtCore import QSettings, Qt  # noqa: E402
 from PyQt5.QtWidgets import QDialog  # noqa: E402
 
 import main as ved_main  # noqa: E402
@@ -69,6 +69,12 @@ def complete_backbone(folder: Path) -> Path:
 
 
 def combo_titles(window) -> dict[str, str]:
+    """The selector's technical titles (each entry's tooltip; the entry itself shows a readable name)."""
+    combo = window.controls.model_combo
+    return {combo.itemData(row): combo.itemData(row, Qt.ToolTipRole) for row in range(combo.count())}
+
+
+def readable_titles(window) -> dict[str, str]:
     combo = window.controls.model_combo
     return {combo.itemData(row): combo.itemText(row) for row in range(combo.count())}
 
@@ -86,8 +92,9 @@ def test_selector_lists_the_fast_model_and_the_primary_by_what_they_are(qtbot, s
     qtbot.addWidget(window)
     shipped = json.loads((REPO_ROOT / "models" / "default" / "bundle.json").read_text())["model"]["name"]
     assert combo_titles(window) == {"default": f"{shipped} (default)", "primary": WHISPER_TITLE}
+    assert readable_titles(window) == {"default": "Conformer (fast)", "primary": "Whisper ensemble"}
     assert window.controls.primary_available() and window.controls.model_choice() == "primary"  # preselected
-    assert window.controls.model_combo.currentText() == WHISPER_TITLE
+    assert window.controls.model_combo.currentText() == "Whisper ensemble"
     assert window.status.error.text() == ""
     window.start_session("talk.wav")
     qtbot.waitUntil(lambda: window.phase == "idle" and len(calls) == 1, timeout=5_000)
@@ -146,6 +153,7 @@ def test_wavlm_ensemble_without_its_backbone_is_not_usable(qtbot, settings, tmp_
     window = build_window(lambda *a, **k: None, argparse.Namespace(primary_dir=str(wavlm_dir)), settings)
     qtbot.addWidget(window)
     assert combo_titles(window)["primary"] == "wavlm-ultimate wavlm-base-plus ×5 (primary)"
+    assert readable_titles(window)["primary"] == "WavLM ensemble"
     assert not window.controls.primary_available()
     backbone = complete_backbone(tmp_path / "mine" / "wavlm-base-plus")
     assert primary_usable(str(wavlm_dir), str(backbone))  # the user's copy
