@@ -268,3 +268,87 @@ def test_torch_classifier_copes_with_empty_and_tiny_clips():
 def test_git_commit_never_raises(tmp_path):
     assert git_commit(tmp_path) == "unknown"
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", git_commit())
+
+
+# ------------------------------------------------------------------ the format's one owner (issue 36)
+def test_bundle_module_reads_without_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, models.bundle; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_save_ensemble_writes_what_the_loader_reads_and_keeps_extra_keys(conformer_bundle, tmp_path):
+    from models.bundle import (ENSEMBLE_JSON, holds_model, is_bundle_folder, is_ensemble_folder, peek_ensemble_meta,
+                               read_ensemble_meta, save_ensemble)
+
+    folder, model = conformer_bundle
+    ensemble = tmp_path / "ens"
+    for k in range(2):
+        shutil.copytree(folder, ensemble / f"fold{k}")
+    assert not holds_model(ensemble)
+    assert save_ensemble(ensemble, ["fold0", "fold1"], shared_backbone=False, name="two", note="extra") == ensemble
+    doc = read_ensemble_meta(ensemble)
+    assert doc == {"format_version": 1, "kind": "ensemble", "members": ["fold0", "fold1"],
+                   "shared_backbone": False, "backbone_dir": None, "name": "two", "note": "extra"}
+    assert peek_ensemble_meta(ensemble) == doc and is_ensemble_folder(ensemble) and holds_model(ensemble)
+    assert not is_bundle_folder(ensemble) and not [p for p in ensemble.iterdir() if p.name.endswith(".tmp")]
+    probs = load_classifier(ensemble, device="cpu").predict(_waves(2))
+    single = load_bundle_classifier(folder, device="cpu").predict(_waves(2))
+    np.testing.assert_allclose(probs, single, atol=1e-6)
+    with pytest.raises(BundleError, match="fold9"):
+        save_ensemble(ensemble, ["fold0", "fold9"], shared_backbone=False)
+    with pytest.raises(ValueError, match="kind"):
+        save_ensemble(ensemble, ["fold0"], shared_backbone=False, kind="bundle")
+    assert json.loads((ensemble / ENSEMBLE_JSON).read_text())["members"] == ["fold0", "fold1"]  # unchanged
+
+
+def test_a_bundle_with_unknown_optional_keys_still_loads(conformer_bundle, tmp_path):
+    folder = _copy(conformer_bundle[0], tmp_path)
+    _edit_json(folder, lambda doc: doc.update(speaker_normalisation={"kind": "future"}, comment="later VED"))
+    before = load_bundle_classifier(conformer_bundle[0], device="cpu").predict(_waves(2))
+    np.testing.assert_array_equal(load_bundle_classifier(folder, device="cpu").predict(_waves(2)), before)
+
+
+def test_update_bundle_meta_edits_the_file_as_stored(conformer_bundle, tmp_path):
+    from models.bundle import BUNDLE_JSON, peek_bundle_meta, update_bundle_meta
+
+    folder = _copy(conformer_bundle[0], tmp_path)
+    _edit_json(folder, lambda doc: doc.update(format_version=1))  # a format-1 file stays format 1
+    weights = (folder / "model.safetensors").read_bytes()
+    assert update_bundle_meta(folder, lambda doc: doc["training"].update(note="edited")) == folder / BUNDLE_JSON
+    doc = peek_bundle_meta(folder)
+    assert doc["format_version"] == 1 and doc["training"]["note"] == "edited" and "upgraded_from" not in doc
+    assert (folder / "model.safetensors").read_bytes() == weights
+    with pytest.raises(BundleError, match="not a bundle folder"):
+        update_bundle_meta(tmp_path / "nothing", lambda doc: None)
+
+
+def test_copy_bundle_takes_json_weights_and_named_extras_only(conformer_bundle, tmp_path):
+    from models.bundle import copy_bundle
+
+    source = _copy(conformer_bundle[0], tmp_path)
+    (source / "metrics.json").write_text("{}")
+    (source / "train_state.pt").write_bytes(b"state")
+    target = copy_bundle(source, tmp_path / "copied" / "fold0", also=("metrics.json",))
+    assert sorted(p.name for p in target.iterdir()) == ["bundle.json", "metrics.json", "model.safetensors"]
+    np.testing.assert_array_equal(load_bundle_classifier(target, device="cpu").predict(_waves(1)),
+                                  load_bundle_classifier(source, device="cpu").predict(_waves(1)))
+    with pytest.raises(BundleError, match="not a bundle folder"):
+        copy_bundle(tmp_path / "copied", tmp_path / "again")
+
+
+def test_peek_never_raises(tmp_path):
+    from models.bundle import peek_bundle_meta, peek_ensemble_meta
+
+    assert peek_bundle_meta(tmp_path / "missing") is None and peek_ensemble_meta(tmp_path) is None
+    (tmp_path / "bundle.json").write_text("[1, 2")
+    (tmp_path / "ensemble.json").write_text("[]")
+    assert peek_bundle_meta(tmp_path) is None and peek_ensemble_meta(tmp_path) is None
+    (tmp_path / "bundle.json").write_text('{"model": {"name": "partial"}}')  # what a GUI title needs
+    assert peek_bundle_meta(tmp_path) == {"model": {"name": "partial"}}
