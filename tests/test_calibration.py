@@ -179,8 +179,15 @@ def test_cv_writes_oof_probabilities_and_calibrate_stores_them_in_the_run(emodb_
     cv = json.loads((run / "cv_metrics.json").read_text())
     assert np.mean(oof.probs.argmax(1) == oof.labels) == pytest.approx(cv["oof"]["accuracy"], abs=1e-9)
 
-    capsys.readouterr()
-    assert main(["calibrate", str(run)]) == 0
+    written = (run / OOF_FILE).read_text(encoding="utf-8")
+    (run / OOF_FILE).unlink()       # as for a run from before OOF files: the fold models score their test clips
+    assert main(["calibrate", str(run), "--dataset", "csv", "--data", str(csv_path), "--threads", "2"]) == 0
+    rescored = read_oof_predictions(run / OOF_FILE)
+    order = [rescored.files.index(f) for f in oof.files]
+    np.testing.assert_allclose(rescored.probs[order], oof.probs, atol=1e-4)
+    assert list(rescored.folds[order]) == list(oof.folds)
+    assert (run / OOF_FILE).read_text(encoding="utf-8").count("\n") == written.count("\n")
+    assert main(["calibrate", str(run), "--overwrite"]) == 0
     printed = capsys.readouterr().out
     assert "ECE" in printed and "fold0" in printed
     stored = json.loads((run / "ensemble.json").read_text())["calibration"]

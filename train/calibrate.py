@@ -64,6 +64,29 @@ def write_oof_predictions(path: Path, clips: Sequence[Any], folds: np.ndarray, p
     write_text_atomically(path, lambda handle: handle.write(text))
 
 
+def write_scored_oof(path: Path, scored: dict) -> None:
+    """OOF_FILE from train.robustness.score_fold_models' result (clean audio, the clips it covered)."""
+    covered = scored["covered"]
+    write_oof_predictions(path, [scored["clips"][i] for i in covered], scored["fold_of"][covered],
+                          scored["probs"]["clean"][covered])
+
+
+def score_run_oof(run_dir: Path, spec: Any, batch_size: int = 16) -> None:
+    """For a run written before OOF files existed: every fold model predicts the test clips folds.json
+    gave it (data from `spec`, a train.runs.RunSpec naming the run's datasets) -> RUN_DIR/OOF_FILE.
+    The fold models must still be uncalibrated (their raw probabilities are what calibration fits)."""
+    from models.bundle import holds_model
+    from train.robustness import score_fold_models
+
+    run_dir = Path(run_dir)
+    calibrated = [p.name for p in sorted(run_dir.glob("fold*")) if holds_model(p) and stored_calibration(p)]
+    if calibrated:
+        raise CalibrateError(f"{run_dir}: {', '.join(calibrated)} already calibrated but {OOF_FILE} is missing; "
+                             "their raw probabilities are gone, so re-run the cv")
+    write_scored_oof(run_dir / OOF_FILE, score_fold_models(run_dir, spec, {"clean": lambda wave, name: wave},
+                                                           batch_size))
+
+
 def read_oof_predictions(path: Path) -> OOFPredictions:
     """Parse OOF_FILE; CalibrateError (one line naming the row) when it is missing or malformed."""
     try:
@@ -253,16 +276,31 @@ def calibrate_command(ns: Any) -> int:
     from models.bundle import BundleError
 
     try:
+        if not (Path(ns.run) / OOF_FILE).is_file() and ns.dataset:
+            from train.corpora import parse_dataset_names
+            from train.loop import TrainConfig
+            from train.runs import RunSpec
+
+            print(f"{ns.run} has no {OOF_FILE}: scoring its fold models on their test clips first", flush=True)
+            if ns.threads:
+                import torch
+
+                torch.set_num_threads(ns.threads)
+            spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", Path(ns.run),
+                           TrainConfig(device=ns.torch_device), manifest=ns.manifest,
+                           calm_as_neutral=ns.calm_as_neutral)
+            score_run_oof(ns.run, spec, ns.batch_size)
         calibrate_run(ns.run, overwrite=ns.overwrite, target_accuracy=ns.target_accuracy)
-    except (CalibrateError, BundleError, OSError) as exc:
+    except (CalibrateError, BundleError, OSError, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(f"calibration written into {ns.run} (figures in {Path(ns.run) / REPORT_FILE})")
     return 0
 
 
-def add_calibrate_parser(sub: Any) -> None:
-    """The `calibrate` subcommand's arguments (train/cli.py)."""
+def add_calibrate_parser(sub: Any, data_options: Any) -> None:
+    """The `calibrate` subcommand's arguments (train/cli.py; `data_options(parser, required)` adds
+    --dataset/--data/--manifest/--torch-device like the other subcommands')."""
     cal = sub.add_parser("calibrate", help="fit temperature scaling on a cv or fuse run's out-of-fold "
                                            f"probabilities ({OOF_FILE}) and store it in the run's ensemble and "
                                            "fold models, with each one's 'uncertain' threshold")
@@ -273,3 +311,8 @@ def add_calibrate_parser(sub: Any) -> None:
                           f"out-of-fold predictions at or above it are right this often (0..1; default "
                           f"{TARGET_ACCURACY})")
     cal.add_argument("--overwrite", action="store_true", help="refit a run that is already calibrated")
+    cal.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call when "
+                     f"scoring fold models (only for a run without {OOF_FILE})")
+    data_options(cal, required=False)
+    cal.epilog = (f"A run written before {OOF_FILE} existed: pass the run's --dataset/--data (and --manifest) and "
+                  "its fold models first predict their own test clips (folds.json) to write it.")

@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "loudest; a full-scale sine is -3 dB), or 'off'; default: the median level of the "
                           "clips given with --data/--dataset")
     _data_options(lev, required=False)
-    add_calibrate_parser(sub)
+    add_calibrate_parser(sub, _data_options)
     rep = sub.add_parser("report", help="markdown table comparing run folders (egemaps-svm row = reference)")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                      help="cv or fit run folders; a cv run with only some folds finished is a row marked partial")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from models.bundle import copy_bundle, is_bundle_folder, peek_ensemble_meta, save_ensemble
-from train.calibrate import OOF_FILE, write_oof_predictions
+from train.calibrate import OOF_FILE, write_scored_oof
 from train.datasets import DataError
 from train.evaluate import EvalResult, score, summarise_folds
 from train.reports import comparison_table, plot_confusion, write_json
@@ -112,8 +112,7 @@ def run_fuse(runs: list[Path], out: Path, spec, name: str | None = None, batch_s
                                                 for r, src in zip(runs, sources)}},
                "data": next((src["data"] for src in sources if src.get("data")), None)}
     write_json(out / "cv_metrics.json", payload)
-    write_oof_predictions(out / OOF_FILE, [scored["clips"][i] for i in covered], scored["fold_of"][covered],
-                          scored["probs"]["clean"][covered])
+    write_scored_oof(out / OOF_FILE, scored)
     plot_confusion(oof, out / "confusion_oof.png",
                    f"{name} {k}-fold CV, out-of-fold")
     (out / "report.md").write_text(comparison_table([*runs, out]))
