@@ -31,6 +31,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from bench.report import finish_cli, measure_table
+from models.audio_file import read_mono_16k, to_mono_16k
 from realtime.source import END_OF_STREAM, TARGET_RATE_HZ, AudioBlock, ThreadedSource, put_dropping_oldest
 
 DEFAULT_DATA = Path(os.environ.get("VED_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -69,13 +70,10 @@ def load_speech_clips(data_dir: Path = DEFAULT_DATA, max_emodb: int = 120) -> tu
 
     EmoDB clips (every 3rd file, up to max_emodb) plus espeak-ng sentences when available; raises
     FileNotFoundError when neither is there (a soak on synthetic tones would prove little)."""
-    import soxr
-
     clips, origin = [], []
     files = sorted((data_dir / "emodb" / "wav").glob("*.wav"))[::3][:max_emodb]
     for path in files:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        clips.append(soxr.resample(audio.mean(axis=1), rate, TARGET_RATE_HZ).astype(np.float32))
+        clips.append(read_mono_16k(path))
     if files:
         origin.append(f"{len(files)} EmoDB clips from {data_dir / 'emodb'}")
     if shutil.which("espeak-ng"):
@@ -85,7 +83,7 @@ def load_speech_clips(data_dir: Path = DEFAULT_DATA, max_emodb: int = 120) -> tu
                 subprocess.run(["espeak-ng", "-w", str(wav), "-s", "150", sentence], check=True,
                                capture_output=True, timeout=60)
                 audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
-                clips.append(soxr.resample(0.8 * audio.mean(axis=1), rate, TARGET_RATE_HZ).astype(np.float32))
+                clips.append(to_mono_16k(0.8 * audio, rate))
         origin.append(f"{len(ESPEAK_SENTENCES)} espeak-ng sentences")
     if not clips:
         raise FileNotFoundError(f"no EmoDB clips under {data_dir / 'emodb' / 'wav'} and no espeak-ng")

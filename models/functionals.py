@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.atomic import save_npy_atomically
+from models.audio_file import read_mono_16k
 from models.config_checks import check_fields
 
 EGEMAPS_DIM = 88
@@ -128,18 +129,6 @@ def egemaps_batch(waves: Sequence[np.ndarray], progress: bool = False) -> np.nda
 def functionals_batch(waves: Sequence[np.ndarray], feature_set: str, progress: bool = False) -> np.ndarray:
     """list of float32 16 kHz mono [T_i] -> float32 [N, F] for `feature_set`."""
     return default_extractor(feature_set).batch(waves, progress=progress)
-
-
-def read_mono_16k(path: str | Path) -> np.ndarray:
-    """Read an audio file with soundfile, mix to mono, resample to 16 kHz (soxr) -> float32 [T]."""
-    import soundfile as sf
-    import soxr
-
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
-    if rate != 16_000:
-        mono = soxr.resample(mono, rate, 16_000)
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def cache_key(path: str | Path, feature_set: str = FEATURE_SET) -> str:

@@ -1,18 +1,23 @@
-"""TESS, SAVEE and IEMOCAP loaders on small folders in each corpus's real layout.
+"""The corpus registry, and the TESS, SAVEE and IEMOCAP loaders on small folders in each corpus's real layout.
 
 Every layout carries the usual trouble: a file whose name and folder disagree, a name outside
 the convention, broken audio, a labelled turn without audio. Each is skipped with one line.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from train.corpora import load_iemocap, load_savee, load_tess
-from train.datasets import DataError, load_datasets, parse_dataset_names
+from models.labels import EMOTIONS
+from train.corpora import CORPORA, DataError, corpus, corpus_names, load_datasets, parse_dataset_names
+from train.corpora.iemocap import load as load_iemocap
+from train.corpora.savee import load as load_savee
+from train.corpora.tess import load as load_tess
 from train.folds import make_folds
 
 RATE = 16_000
@@ -35,6 +40,34 @@ def _truncate(path: Path) -> None:
 
 def _by_path(result) -> dict[str, str]:
     return {Path(s.path).name: s.reason for s in result.skipped}
+
+
+# ------------------------------------------------------------------ registry
+def test_unknown_corpus_is_refused_with_one_line_listing_the_choices(tmp_path):
+    for attempt in (lambda: corpus("msp-podcast"), lambda: parse_dataset_names(["emodb+msp-podcast"]),
+                    lambda: load_datasets(["msp-podcast"], [tmp_path])):
+        with pytest.raises(DataError) as err:
+            attempt()
+        message = str(err.value)
+        assert "\n" not in message and "'msp-podcast'" in message
+        assert all(name in message for name in corpus_names())
+    assert corpus_names() == ("crema-d", "emodb", "ravdess", "csv", "tess", "savee", "iemocap")
+
+
+def test_every_registered_module_states_its_corpus():
+    for name in corpus_names():
+        module = corpus(name)
+        assert module.__name__ == f"train.corpora.{CORPORA[name]}" and module.NAME == name
+        assert module.LAYOUT and callable(module.load)
+        assert set(module.LABELS.values()) <= set(EMOTIONS), name
+
+
+def test_registry_imports_a_corpus_module_only_when_asked():
+    code = ("import sys, train.corpora as c; before = [m for m in sys.modules if m.startswith('train.corpora.')]; "
+            "c.corpus('iemocap'); print(sorted(before), 'train.corpora.iemocap' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == ["['train.corpora.base']", "True"]
 
 
 # ------------------------------------------------------------------ TESS

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.crema_d import decode_checked, load_crema_d, pcm_sha256, read_demographics
-from train.datasets import AudioCache, DataError, load_datasets, load_wave_16k
+from models.audio_file import read_mono_16k
+from train.corpora import AudioCache, DataError, LoadOptions, load_datasets
+from train.corpora.crema_d import decode_checked, load, pcm_sha256, read_demographics
 
 # Two actors (one male, one female in VideoDemographics.csv), all six classes each.
 ACTORS = ("1003", "1005")
@@ -58,20 +59,20 @@ def flac_copy(crema_shared: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 def test_real_flac_clips_pass_and_decode_once(flac_copy):
     root, manifest = flac_copy
-    result = load_crema_d(root, manifest, progress=False)
+    result = load(root, LoadOptions(manifest=manifest, progress=False))
     assert result.skipped == []
     assert len(result.missing) == 1 and result.missing[0].startswith("1006_")
     assert len(result.clips) == 12
     assert result.class_counts() == {e: 2 for e in ("anger", "disgust", "fear", "happy", "neutral", "sad")}
     for clip in result.clips:  # the samples kept from the check are the file's 16 kHz samples
-        assert np.array_equal(result.waves[clip.path], load_wave_16k(clip.path))
+        assert np.array_equal(result.waves[clip.path], read_mono_16k(clip.path))
         assert AudioCache(result.waves).load(clip.path) is result.waves[clip.path]
 
 
 def test_sex_comes_from_video_demographics(flac_copy, crema_shared):
     root, manifest = flac_copy
     sex = read_demographics([crema_shared])
-    result = load_crema_d(root, manifest, progress=False)
+    result = load(root, LoadOptions(manifest=manifest, progress=False))
     assert {c.speaker: c.sex for c in result.clips} == {a: sex[a] for a in ACTORS}
     assert set(sex.values()) == {"male", "female"} and len(sex) == 91
 
@@ -83,7 +84,7 @@ def test_mismatched_clip_is_skipped_with_its_line(flac_copy):
     data = (root / "1005_DFA_HAP_XX.flac").read_bytes()
     (root / "1005_DFA_HAP_XX.flac").write_bytes(data[: len(data) // 2])  # truncated stream
     (root / "1005_DFA_NEU_XX.flac").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\n")
-    result = load_crema_d(root, manifest, progress=False)
+    result = load(root, LoadOptions(manifest=manifest, progress=False))
     reasons = {Path(s.path).name: s.reason for s in result.skipped}
     assert set(reasons) == {"1003_DFA_ANG_XX.flac", "1005_DFA_HAP_XX.flac", "1005_DFA_NEU_XX.flac"}
     assert "frames" in reasons["1003_DFA_ANG_XX.flac"] or "pcm_sha256" in reasons["1003_DFA_ANG_XX.flac"]
@@ -115,7 +116,7 @@ def test_flac_manifest_verifies_an_official_wav_folder(flac_copy, tmp_path):
     for flac in sorted(root.glob("*.flac")):
         samples, rate = sf.read(str(flac), dtype="int16")
         sf.write(str(wav_root / flac.with_suffix(".wav").name), samples, rate, subtype="PCM_16")
-    result = load_crema_d(wav_root, manifest, progress=False)
+    result = load(wav_root, LoadOptions(manifest=manifest, progress=False))
     assert len(result.clips) == 12 and result.skipped == []
     assert all(c.path.suffix == ".wav" for c in result.clips)
 
@@ -123,7 +124,7 @@ def test_flac_manifest_verifies_an_official_wav_folder(flac_copy, tmp_path):
 def test_wrong_manifest_for_the_folder_is_one_clear_error(flac_copy, crema_shared):
     root, _ = flac_copy
     with pytest.raises(DataError, match="none of the 12 files"):
-        load_crema_d(root, crema_shared / "audio_manifest.csv", progress=False)
+        load(root, LoadOptions(manifest=crema_shared / "audio_manifest.csv", progress=False))
 
 
 def test_load_datasets_keeps_the_decoded_waves(flac_copy):

@@ -10,7 +10,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from models.functionals import EGEMAPS_DIM, cache_key, cached_functionals, egemaps_batch, functionals, read_mono_16k
+from models.audio_file import read_mono_16k
+from models.functionals import EGEMAPS_DIM, cache_key, cached_functionals, egemaps_batch, functionals
 from models.features import LogMelConfig, LogMelFrontend, SpecAugmentConfig, pad_batch
 
 

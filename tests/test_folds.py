@@ -6,7 +6,7 @@ import json
 import pytest
 
 from models.labels import EMOTIONS
-from train.datasets import load_emodb
+from train.corpora.emodb import load as load_emodb
 from train.folds import (Fold, SpeakerLeakError, check_speaker_disjoint, folds_record, make_folds,
                          validation_split, write_folds_json)
 
@@ -82,8 +82,8 @@ def crema_clips(shared_data):
     import csv
     from pathlib import Path
 
-    from train.crema_d import read_demographics
-    from train.datasets import Clip, parse_crema_name
+    from train.corpora import Clip
+    from train.corpora.crema_d import parse_crema_name, read_demographics
 
     folder = shared_data / "crema-d"
     if not (folder / "flac_manifest.csv").is_file():

@@ -70,7 +70,7 @@ def test_other_front_ends_and_bad_values_are_one_line_errors_and_write_nothing(c
 
 def test_the_measured_level_is_the_median_over_real_clips(emodb_dir, cv_run, capsys):
     from models.features import LogMelConfig, active_level_db, pad_batch
-    from models.functionals import read_mono_16k
+    from models.audio_file import read_mono_16k
 
     waves = [read_mono_16k(path) for path in sorted(emodb_dir.rglob("*.wav"))[:5]]
     assert len(waves) == 5

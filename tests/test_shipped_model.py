@@ -59,7 +59,9 @@ def recorded_cv_macro_f1(folder: Path, meta: dict) -> float:
 
 def _name_parser(dataset: str):
     """dataset name -> filename -> (speaker, class) or None."""
-    from train.datasets import parse_crema_name, parse_emodb_name, parse_ravdess_name
+    from train.corpora.crema_d import parse_crema_name
+    from train.corpora.emodb import parse_emodb_name
+    from train.corpora.ravdess import parse_ravdess_name
 
     parsers = {
         "emodb": lambda name: (lambda n: n and (n.speaker, n.emotion))(parse_emodb_name(name)),
@@ -117,7 +119,7 @@ def held_in_clips(meta: dict) -> list[tuple[Path, str]]:
 @pytest.mark.parametrize("role", SHIPPED)
 def test_shipped_model_scores_well_above_chance_on_its_training_corpus(role):
     from realtime.wiring import load_model
-    from train.datasets import load_wave_16k
+    from models.audio_file import read_mono_16k as load_wave_16k
 
     folder = SHIPPED[role]
     meta = shipped_meta(folder)

@@ -191,7 +191,7 @@ def _copy_disagreement(consistency_weight: float, waves, labels, backbone: Path,
 def test_consistency_training_brings_predictions_on_clean_and_augmented_states_together(
         emodb_subset, tiny_wavlm, tmp_path):
     from models.labels import EMOTIONS
-    from train.datasets import load_emodb
+    from train.corpora.emodb import load as load_emodb
 
     clips = load_emodb(emodb_subset).clips
     waves = [_read_16k(c.path) for c in clips]

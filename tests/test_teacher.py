@@ -12,7 +12,7 @@ import torch
 from models.labels import EMOTIONS
 from test_train_run import TINY_ARGS, make_subset_csv
 from train.cli import build_parser, main, spec_from_args
-from train.datasets import load_wave_16k
+from models.audio_file import read_mono_16k as load_wave_16k
 from train.loop import ClipData, predict_proba, train_model
 from train.teacher import blend_targets, teacher_probabilities
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.audio_file import read_mono_16k as load_wave_16k
 from models.labels import EMOTIONS
 from train.cli import build_parser, main, spec_from_args
-from train.datasets import load_emodb, load_wave_16k
+from train.corpora.emodb import load as load_emodb
 from train.loop import STATE_FILE, ClipData, TrainingInterrupted, predict_proba, train_model
 from train.runs import run_fit
 

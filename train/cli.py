@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from train.calibrate import add_calibrate_parser, calibrate_command, runs_calibration_table
-from train.datasets import DATASET_NAMES, DataError, parse_dataset_names
+from train.corpora import DATASET_NAMES, DataError, parse_dataset_names
 
 
 class _DeprecatedAlias(argparse.Action):

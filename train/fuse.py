@@ -22,7 +22,7 @@ from pathlib import Path
 
 from models.bundle import copy_bundle, is_bundle_folder, peek_ensemble_meta, save_ensemble
 from train.calibrate import OOF_FILE, write_scored_oof
-from train.datasets import DataError
+from train.corpora import DataError
 from train.evaluate import EvalResult, score, summarise_folds
 from train.reports import comparison_table, plot_confusion, write_json
 from train.robustness import score_fold_models

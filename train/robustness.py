@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from models.labels import EMOTIONS
-from train.datasets import DataError
+from train.corpora import DataError
 from train.evaluate import score, summarise_folds
 from train.reports import write_json
 from train.room import CorruptionConfig, corrupt
@@ -51,7 +51,7 @@ def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndar
     Returns {"labels": true class per clip [N], "covered": scored clip indices, "folds": scored fold
     indices, "folds_total": folds in folds.json, "results": {variant: [EvalResult per scored fold]}, "oof": {variant: predicted class per
     clip [N], -1 where not covered}, "probs": {variant: probabilities [N, 6], NaN where not covered},
-    "fold_of": the fold that scored each clip [N] (-1: none), "clips": the N train.datasets.Clip}."""
+    "fold_of": the fold that scored each clip [N] (-1: none), "clips": the N train.corpora.Clip}."""
     from tqdm import tqdm
 
     from models.loader import load_classifier

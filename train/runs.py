@@ -18,7 +18,7 @@ from models.bundle import is_bundle_folder, peek_ensemble_meta, save_bundle, sav
 from models.contract import shares_frontend
 from models.labels import EMOTIONS
 from models.registry import get_spec
-from train.datasets import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
+from train.corpora import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
 from train.distributed import barrier, dist_info
 from train.evaluate import EvalResult, score, score_present_classes, summarise_folds
 from train.folds import make_folds, validation_split, write_folds_json

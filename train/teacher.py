@@ -24,7 +24,7 @@ from tqdm import tqdm
 from models.atomic import save_npy_atomically
 from models.bundle import ENSEMBLE_JSON, is_ensemble_folder, read_ensemble_meta
 from models.labels import EMOTIONS, NUM_CLASSES
-from train.datasets import DataError
+from train.corpora import DataError
 from train.feature_cache import wave_key
 from train.losses import one_hot
 

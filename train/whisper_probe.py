@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from train.cli import parse_model_args
-from train.datasets import DataError, parse_dataset_names
+from train.corpora import DataError, parse_dataset_names
 
 PROBE_NAME = "whisper-linear-probe"
 

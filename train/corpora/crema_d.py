@@ -1,6 +1,11 @@
-"""CREMA-D loader: the official ``AudioWAV`` folder or the lossless ``AudioFLAC`` copy.
+"""CREMA-D (``--dataset crema-d``): the official ``AudioWAV`` folder or the lossless ``AudioFLAC`` copy.
 
-Two manifests verify what is on disk (pass either with ``--manifest``):
+Layout: ``ActorID_Sentence_Emotion_Level.wav`` or ``.flac`` in one folder (``1001_DFA_ANG_XX.wav``).
+Labels: the emotion code of the name (ANG, DIS, FEA, HAP, NEU, SAD), models.labels.CREMA_D_CODES.
+Speaker: the actor id (``1001``); sex from ``VideoDemographics.csv`` next to the audio folder or one
+level up, so the fold builder can balance sex across folds.
+
+Two manifests verify what is on disk (``--manifest``):
 * ``audio_manifest.csv`` (file,actor,...,bytes,sha256): size and sha256 of each official WAV file;
 * ``flac_manifest.csv`` (file,wav_file,...,frames,pcm_sha256,...): frame count and sha256 of the
   decoded samples as little-endian int16, which is the same for a FLAC clip and the WAV it came from,
@@ -9,38 +14,57 @@ Two manifests verify what is on disk (pass either with ``--manifest``):
 Every clip is decoded exactly once: the check (header, decode, sample hash, silence) keeps the decoded
 float32 16 kHz samples in ``LoadResult.waves`` so training does not decode again. A clip that fails a
 check is skipped with one line saying why; nothing is dropped silently.
-Actor sex comes from ``VideoDemographics.csv`` (next to the audio folder or one level up) so the
-fold builder can balance sex across folds.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from train.datasets import (LFS_MAGIC, SAMPLE_RATE_HZ, SILENCE_RMS_FLOOR, Clip, DataError, LoadResult,
-                            SkippedFile, _declared_wav_bytes, parse_crema_name)
+from models.audio_file import to_mono_16k
+from models.labels import CREMA_D_CODES
+from train.corpora.base import (SILENCE_RMS_FLOOR, Clip, DataError, LoadOptions, LoadResult, SkippedFile,
+                                check_folder, header_problem, silence_problem)
 
+NAME = "crema-d"
+LAYOUT = "the CREMA-D AudioWAV or AudioFLAC folder with files like 1001_DFA_ANG_XX.wav"
+LABELS = CREMA_D_CODES
 DEMOGRAPHICS_CSV = "VideoDemographics.csv"
 _NAME_HINT = "ActorID_Sentence_Emotion_Level.wav or .flac, e.g. 1001_DFA_ANG_XX.wav, as in the official AudioWAV folder"
+_NAME_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})\.(?:wav|flac)$")
 
 
-def load_crema_d(root: Path, manifest: Path | None = None, progress: bool = True) -> LoadResult:
+@dataclass(frozen=True)
+class CremaName:
+    actor: str
+    sentence: str
+    emotion: str  # CREMA-D class name
+    level: str
+
+
+def parse_crema_name(name: str) -> CremaName | None:
+    """'1001_DFA_ANG_XX.wav' (or .flac) -> CremaName; None when the name does not follow the pattern."""
+    m = _NAME_RE.match(name)
+    if not m or m.group(3) not in LABELS:
+        return None
+    return CremaName(m.group(1), m.group(2), LABELS[m.group(3)], m.group(4))
+
+
+def load(root: Path, options: LoadOptions = LoadOptions()) -> LoadResult:
     """CREMA-D clips (.wav and/or .flac) in `root`, checked and decoded once.
 
-    manifest: audio_manifest.csv (file size + sha256) or flac_manifest.csv (decoded int16 sha256);
+    options.manifest: audio_manifest.csv (file size + sha256) or flac_manifest.csv (decoded int16 sha256);
     files it does not list are skipped, files it lists that are absent go to `missing`.
     Returns clips labelled with the six classes, speaker = actor id, sex from VideoDemographics.csv.
     """
     from tqdm import tqdm
 
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist (expected the CREMA-D AudioWAV or AudioFLAC folder "
-                        "with files like 1001_DFA_ANG_XX.wav)")
+    root, manifest = check_folder(root, LAYOUT), options.manifest
     files = sorted([*root.glob("*.wav"), *root.glob("*.flac")])
     parsed = {p: parse_crema_name(p.name) for p in files}
     if not any(parsed.values()):
@@ -51,7 +75,7 @@ def load_crema_d(root: Path, manifest: Path | None = None, progress: bool = True
                         "for AudioFLAC, audio_manifest.csv or flac_manifest.csv for AudioWAV)")
     sex = read_demographics([root, root.parent, *([Path(manifest).parent] if manifest else [])])
     result = LoadResult([])
-    for path in tqdm(files, desc="checking CREMA-D clips", unit="clip", disable=not progress):
+    for path in tqdm(files, desc="checking CREMA-D clips", unit="clip", disable=not options.progress):
         name = parsed[path]
         if name is None:
             result.skipped.append(SkippedFile(str(path), f"name is not {_NAME_HINT}"))
@@ -67,7 +91,7 @@ def load_crema_d(root: Path, manifest: Path | None = None, progress: bool = True
         if problem:
             result.skipped.append(SkippedFile(str(path), problem))
             continue
-        result.clips.append(Clip(path, name.emotion, name.actor, "crema-d", sex.get(name.actor)))
+        result.clips.append(Clip(path, name.emotion, name.actor, NAME, sex.get(name.actor)))
         result.waves[path] = wave
     present = {p.name for p in files}
     listed = {row["file"]: row for row in rows.values()}  # one entry per manifest row
@@ -117,24 +141,12 @@ def decode_checked(path: Path, row: dict[str, str] | None = None,
     """Decode one clip and check it -> (float32 mono 16 kHz [T], None) or (None, why it is unusable).
 
     Checks: Git LFS pointer, container magic (RIFF/WAVE or fLaC), truncated WAV, decodable, not empty,
-    frames and pcm_sha256 against a flac_manifest.csv `row` when given, not silent.
+    frames and pcm_sha256 against a flac_manifest.csv `row` when given, not silent. Decodes as int16
+    (what pcm_sha256 hashes), then converts like models.audio_file.read_mono_16k: the same samples.
     """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError as exc:
-        return None, f"unreadable ({exc.strerror})"
-    if head.startswith(LFS_MAGIC):
-        return None, "Git LFS pointer file, not audio (run `git lfs pull`)"
-    if path.suffix.lower() == ".flac":
-        if not head.startswith(b"fLaC"):
-            return None, "not a FLAC file"
-    elif not head.startswith(b"RIFF") or head[8:12] != b"WAVE":
-        return None, "not a RIFF/WAVE file"
-    else:
-        declared, size = _declared_wav_bytes(path), path.stat().st_size
-        if declared is not None and declared > size:
-            return None, f"truncated: header declares {declared} bytes, file has {size}"
+    problem = header_problem(path)
+    if problem:
+        return None, problem
     try:
         samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
@@ -146,15 +158,11 @@ def decode_checked(path: Path, row: dict[str, str] | None = None,
             return None, f"{samples.shape[0]} frames decoded, the manifest says {row['frames']}"
         if pcm_sha256(samples) != row["pcm_sha256"].lower():
             return None, "decoded samples differ from the manifest's pcm_sha256"
-    wave = (samples.astype(np.float32) / np.float32(32768.0)).mean(axis=1)
-    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
-    if rms < silence_rms_floor:
-        return None, f"silent (RMS {rms:.2e} below {silence_rms_floor:.0e})"
-    if rate != SAMPLE_RATE_HZ:
-        import soxr
-
-        wave = soxr.resample(wave, rate, SAMPLE_RATE_HZ, quality="HQ")
-    return np.ascontiguousarray(wave, dtype=np.float32), None
+    audio = samples.astype(np.float32) / np.float32(32768.0)  # soundfile's own int16 -> float32 scaling
+    problem = silence_problem(audio, silence_rms_floor)
+    if problem:
+        return None, problem
+    return to_mono_16k(audio, rate), None
 
 
 def read_demographics(folders: list[Path]) -> dict[str, str]:
