@@ -128,6 +128,13 @@ class MainWindow(QMainWindow):
             action.triggered.connect(slot)
             file_menu.addAction(action)
             self.actions[key] = action
+        speaker = QAction("New &speaker (forget the voice baseline)", self)
+        speaker.setShortcut(QKeySequence("Ctrl+Shift+N"))
+        speaker.setToolTip("the primary learns each speaker's voice over the session; say so when someone "
+                           "else starts talking")
+        speaker.triggered.connect(self.new_speaker)
+        self.menuBar().addMenu("&Session").addAction(speaker)
+        self.actions["new_speaker"] = speaker
         settings_menu = self.menuBar().addMenu("&Settings")
         folders = QAction("&Model folders…", self)
         folders.triggered.connect(self.open_model_folders)
@@ -144,6 +151,13 @@ class MainWindow(QMainWindow):
         has_session = bool(self.session_path)
         self.actions["save_as"].setEnabled(has_session)
         self.actions["export_csv"].setEnabled(has_session)
+        self.actions["new_speaker"].setEnabled(self.phase == "running")
+
+    def new_speaker(self) -> None:
+        """The speaker changed: the running engine's primary forgets the voice it learnt."""
+        if self.phase == "running" and self.engine is not None:
+            self.engine.reset_speaker()
+            self.status.set_state("running", "new speaker: voice baseline reset")
 
     # ------------------------------------------------------------------ settings
     def _restore_settings(self, preferred_device: str | int | None) -> None:

@@ -223,8 +223,19 @@ class CalibratedClassifier(Classifier):
     def predict(self, waveforms) -> np.ndarray:
         return self.calibration.apply(self.inner.predict(waveforms)).astype(np.float32)
 
-    def warmup(self, seconds: float = 1.0) -> np.ndarray:
-        return self.calibration.apply(self.inner.warmup()).astype(np.float32)
+    def predict_utterance(self, waveforms) -> np.ndarray:
+        return self.calibration.apply(self.inner.predict_utterance(waveforms)).astype(np.float32)
+
+    def reset_session(self) -> None:
+        self.inner.reset_session()
+
+    @property
+    def learns_speaker(self) -> bool:
+        return self.inner.learns_speaker
+
+    def warmup(self, *args, **kwargs) -> np.ndarray:
+        """The inner model's warm-up (its own defaults: an ensemble warms up longer), calibrated."""
+        return self.calibration.apply(self.inner.warmup(*args, **kwargs)).astype(np.float32)
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, calibrated (T={self.calibration.temperature:.2f})"

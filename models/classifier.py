@@ -37,6 +37,20 @@ class Classifier(ABC):
         Returns float32 probabilities of shape [batch, len(labels)], rows sum to 1.
         """
 
+    # True when predict_utterance learns the session's speaker (a per-speaker baseline,
+    # models/baseline.py): scoring then goes speaker by speaker, in order (train evaluate).
+    learns_speaker: bool = False
+
+    def predict_utterance(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """Classify finished utterances of the session's speaker, in order -> float32 [batch, len(labels)].
+        A model with a speaker baseline first adds each utterance to it; every other model predicts
+        as predict() does. Live windows (partials) go to predict(), which never changes the baseline."""
+        return self.predict(waveforms)
+
+    def reset_session(self) -> None:
+        """Forget the session's speaker: a new session began, or the user says the speaker changed.
+        Nothing to forget by default."""
+
     def warmup(self, seconds: float = 1.0) -> np.ndarray:
         """Run one prediction on generated audio so the first real call is not slow -> its probs [1, 6]."""
         rng = np.random.default_rng(0)

@@ -25,14 +25,19 @@ reads the folder, checks every member and builds it.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.baseline import BaselineConfig, SpeakerBaseline
 from models.classifier import Classifier
 from models.features import pad_batch
+
+RECENT_CLIPS = 8  # front-end states kept per ensemble for clips classified again (speculation, then final)
 
 
 class EnsembleClassifier(Classifier):
@@ -44,9 +49,16 @@ class EnsembleClassifier(Classifier):
     """
 
     def __init__(self, name: str, device: str, labels: tuple[str, ...], heads: list[nn.Module],
-                 members: list[Classifier], member_hashes: list[str]) -> None:
+                 members: list[Classifier], member_hashes: list[str], baseline: BaselineConfig | None = None,
+                 baselines: dict[str, SpeakerBaseline] | None = None) -> None:
+        """baseline: the heads were trained on encoder states z-scored per speaker (models/baseline.py);
+        one SpeakerBaseline per front end then learns the session's speaker from predict_utterance.
+        baselines: those of the ensemble this one is a branch of (shared, so live windows use
+        what the utterances taught)."""
         if bool(heads) == bool(members):
             raise ValueError("an ensemble runs either shared heads or separate members")
+        if baseline is not None and not heads:
+            raise ValueError("a per-speaker baseline needs heads on shared frozen front ends")
         self.name = name
         self.device = device
         self.labels = labels
@@ -55,6 +67,16 @@ class EnsembleClassifier(Classifier):
         for head in self.heads:
             groups.setdefault(head.frontend_key(), []).append(head)
         self._groups = list(groups.values())
+        self.baseline = baseline
+        self.learns_speaker = baseline is not None
+        self._baselines = baselines if baselines is not None else (
+            {key: SpeakerBaseline(baseline) for key in groups} if baseline is not None else {})
+        # With a baseline, the front-end states of the last few single clips are kept (clip digest
+        # -> states): the engine classifies an utterance speculatively during the VAD hangover
+        # (predict) and then, once it is final, adds it to the baseline (predict_utterance), which
+        # must not cost a second encoder pass. The lock: speculation runs on a thread of its own.
+        self._recent: OrderedDict[tuple[str, bytes], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
         self.members = members
         self._member_hashes = list(member_hashes)
         self._branch: EnsembleClassifier | None = None
@@ -82,9 +104,19 @@ class EnsembleClassifier(Classifier):
         """list of float32 16 kHz mono arrays -> mean probabilities float32 [B, len(labels)]."""
         return self.predict_members(waveforms).mean(axis=0)
 
-    def predict_members(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_utterance(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """predict(), after adding each utterance, in order, to the speaker baseline (when there is one)."""
+        return self.predict_members(waveforms, learn=True).mean(axis=0)
+
+    def reset_session(self) -> None:
+        with self._lock:
+            for baseline in self._baselines.values():
+                baseline.reset()
+
+    def predict_members(self, waveforms: Sequence[np.ndarray], learn: bool = False) -> np.ndarray:
         """Each member's probabilities, in the ensemble's member order: float32 [K, B, len(labels)].
-        Shared mode runs one front-end pass per distinct front end for all its heads."""
+        Shared mode runs one front-end pass per distinct front end for all its heads. learn: the
+        clips are utterances of the session's speaker, added in order to its baseline."""
         if len(waveforms) == 0:
             return np.zeros((self.size, 0, len(self.labels)), dtype=np.float32)
         if not self.shared:
@@ -92,13 +124,52 @@ class EnsembleClassifier(Classifier):
         arrays = [np.asarray(w, dtype=np.float32).reshape(-1) for w in waveforms]
         wave, lengths = pad_batch(arrays, device=self.device, pin_memory=self._pin)
         by_head: dict[int, torch.Tensor] = {}
+        digest = hashlib.blake2b(arrays[0].tobytes(), digest_size=16).digest() \
+            if self._baselines and len(arrays) == 1 else None
         with torch.inference_mode():
             for group in self._groups:
-                feats, feat_lengths = group[0].frontend_features(wave, lengths)
+                feats, feat_lengths = self._frontend(group[0], wave, lengths, digest)
+                if self._baselines:
+                    feats = self._normalised(group[0], feats, feat_lengths, learn)
                 for head in group:
                     by_head[id(head)] = torch.softmax(head.forward_features(feats, feat_lengths).float(), dim=-1)
             probs = torch.stack([by_head[id(head)] for head in self.heads])
         return probs.cpu().numpy().astype(np.float32, copy=False)
+
+    def _frontend(self, frontend: nn.Module, wave: torch.Tensor, lengths: torch.Tensor,
+                  digest: bytes | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """frontend_features of the batch; a single clip's are looked up by `digest` first, then kept."""
+        key = None if digest is None else (frontend.frontend_key(), digest)
+        if key is not None:
+            with self._lock:
+                if key in self._recent:
+                    return self._recent[key]
+        out = frontend.frontend_features(wave, lengths)
+        if key is not None:
+            with self._lock:
+                self._recent[key] = out
+                while len(self._recent) > RECENT_CLIPS:
+                    self._recent.popitem(last=False)
+        return out
+
+    def _normalised(self, frontend: nn.Module, feats: torch.Tensor, feat_lengths: torch.Tensor,
+                    learn: bool) -> torch.Tensor:
+        """feats [B, ..., F, ...] (frame axis frontend.frontend_time_axis) z-scored with the speaker
+        baseline of this front end; with learn, row b's valid frames join it before row b is scored."""
+        baseline = self._baselines[frontend.frontend_key()]
+        frames_first = feats.movedim(frontend.frontend_time_axis, 1)   # [B, F, ...]
+        rows = []
+        for b in range(frames_first.shape[0]):
+            with self._lock:
+                if learn:
+                    baseline.push(frames_first[b, :int(feat_lengths[b])].float().cpu().numpy())
+                stats = baseline.statistics()
+            if stats is None:
+                rows.append(frames_first[b])
+                continue
+            mean, std = (torch.from_numpy(x).to(frames_first.device, frames_first.dtype) for x in stats)
+            rows.append((frames_first[b] - mean) / std)
+        return torch.stack(rows).movedim(1, frontend.frontend_time_axis)
 
     def member_probabilities(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """Each member on its own (K passes): float32 [K, B, len(labels)]. For checks and reports."""
@@ -119,7 +190,8 @@ class EnsembleClassifier(Classifier):
             group = min(self._groups, key=_group_parameters)
             hashes = [h for head, h in zip(self.heads, self._member_hashes) if any(head is g for g in group)]
             self._branch = EnsembleClassifier(f"{self.name} [{len(group)} of {self.size} heads]", self.device,
-                                              self.labels, group, [], hashes)
+                                              self.labels, group, [], hashes, self.baseline, self._baselines)
+            self._branch._lock = self._lock   # one lock for the baselines both use
         return self._branch
 
     def warmup(self, seconds: float = 2.5, repeats: int = 2) -> np.ndarray:

@@ -28,6 +28,7 @@ from torch import nn
 from models.backbone import BackboneError, sharing_frozen_backbones
 from models.bundle import (BUNDLE_JSON, WEIGHT_FILES, BundleError, file_hash, is_ensemble_folder,
                            read_bundle_meta, read_ensemble_meta, upgrade_state_v1)
+from models.baseline import BaselineConfig
 from models.calibration import CalibratedClassifier, Calibration, CalibrationError
 from models.classifier import Classifier
 from models.contract import FunctionalsModel, shares_frontend
@@ -145,7 +146,7 @@ def _load_sklearn(folder: Path, meta: dict[str, Any]) -> Any:
         raise BundleError(f"{weights} is corrupt or truncated ({type(err).__name__}: {err})") from None
     if not isinstance(model, FunctionalsModel):  # the pickle may hold anything
         raise BundleError(f"{weights} does not hold a classifier on openSMILE functionals (models/svm.py)")
-    classes = [int(c) for c in getattr(model, "classes_", [])]
+    classes = [int(c) for c in model.classes_]
     if not classes or any(c < 0 or c >= len(EMOTIONS) for c in classes):
         raise BundleError(f"{weights} was trained on class indices {classes}, not 0..{len(EMOTIONS) - 1}")
     _check_feature(model, meta, folder)
@@ -206,7 +207,26 @@ def load_bundle_classifier(bundle_dir: str | Path, device: str | None = None,
     folder = Path(bundle_dir)
     device = checked_device(device)
     model, meta = load_bundle(folder, device, backbone_dir=backbone_dir)
-    return checked_warmup(calibrated(_wrap(model, meta, device), meta, folder), folder)
+    baseline = speaker_baseline(meta, folder)
+    if baseline is None:
+        classifier = _wrap(model, meta, device)
+    elif meta["kind"] == "torch" and shares_frontend(model):  # the baseline lives on the shared front end
+        classifier = EnsembleClassifier(_display_name(meta), device, tuple(meta["labels"]), [model], [],
+                                        [meta["checkpoint_hash"]], baseline)
+    else:
+        raise BundleError(f"{folder}: a per-speaker baseline needs a head on a frozen encoder")
+    return checked_warmup(calibrated(classifier, meta, folder), folder)
+
+
+def speaker_baseline(meta: dict[str, Any], folder: Path) -> BaselineConfig | None:
+    """The per-speaker baseline a bundle was trained with (its training record), or None."""
+    recorded = (meta.get("training") or {}).get("speaker_baseline")
+    if recorded is None:
+        return None
+    try:
+        return BaselineConfig(**recorded)
+    except (TypeError, ValueError) as err:
+        raise BundleError(f"{folder}: training.speaker_baseline {recorded!r} is not valid ({err})") from None
 
 
 def calibrated(classifier: Classifier, meta: dict[str, Any], folder: Path) -> Classifier:
@@ -285,8 +305,14 @@ def load_ensemble(ensemble_dir: str | Path, device: str | None = None, backbone_
     all_torch = len(torch_models) == len(metas)
     # Heads on frozen front ends share them: one pass per distinct front end (models/ensemble.py).
     sharing = all_torch and bool(doc.get("shared_backbone")) and all(shares_frontend(m) for m in torch_models)
+    baselines = {repr(speaker_baseline(meta, path)) for path, meta in metas}
+    if len(baselines) > 1:
+        raise BundleError(f"ensemble {folder} mixes members trained with different per-speaker baselines")
+    baseline = speaker_baseline(*metas[0][::-1])
+    if baseline is not None and not sharing:
+        raise BundleError(f"ensemble {folder}: a per-speaker baseline needs heads on shared frozen encoders")
     if sharing:
-        ensemble = EnsembleClassifier(name, device, member_labels, torch_models, [], hashes)
+        ensemble = EnsembleClassifier(name, device, member_labels, torch_models, [], hashes, baseline)
     else:
         members = [_wrap(torch_models[i] if i < len(torch_models) else _load_member(path, meta, backbone_dir),
                          meta, device, name=f"{meta['model']['name']}-{path.name}")

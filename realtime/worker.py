@@ -105,6 +105,7 @@ class InferenceWorker:
         self.speculator = None
         self.finished = threading.Event()
         self.running_kind: str | None = None   # kind of the item being classified
+        self.speaker_reset = threading.Event()
         self.skipped_stale_partials = 0
         self._orders = {id(fallback): reorder_to_emotions(fallback.labels)}
         for model in (primary, self.partial_primary):
@@ -158,13 +159,25 @@ class InferenceWorker:
             return None
         return item
 
+    def apply_speaker_reset(self) -> None:
+        """Before each job: the primary forgets its speaker baseline when Engine.reset_speaker asked
+        (from any thread) since the last job."""
+        if self.speaker_reset.is_set():
+            self.speaker_reset.clear()
+            for model in (self.primary, self.partial_primary):
+                if model is not None:
+                    model.reset_session()
+
     def _process(self, item: WorkItem) -> None:
+        self.apply_speaker_reset()
         primary = self.primary if item.kind == UTTERANCE else self.partial_primary
         watched = primary is not None   # the policy hears only about kinds it routes
         use_primary = watched and self.policy.route(item.kind).model == PRIMARY
         model = primary if use_primary else self.fallback
         probs = None
-        if self.speculator is not None and item.kind == "utterance":
+        if self.speculator is not None and item.kind == "utterance" and not model.learns_speaker:
+            # a model that learns the speaker adds the final utterance to its baseline below; its
+            # speculative pass already computed the encoder states, so that costs only the heads
             probs = self.speculator.claim(item, model)
         if probs is None:
             probs = self._predict(model, item)
@@ -194,10 +207,13 @@ class InferenceWorker:
             self._announce(switch)
 
     @staticmethod
-    def compute(model: Classifier, item: WorkItem) -> np.ndarray:
+    def compute(model: Classifier, item: WorkItem, final: bool = False) -> np.ndarray:
         """-> probabilities [len(model.labels)] of one span; raises on failure or an invalid output.
-        The one model call both the worker and the Speculator make."""
-        out = np.asarray(model.predict([item.audio]), dtype=np.float64)
+        The one model call both the worker and the Speculator make. final: the span is a finished
+        utterance of the session's speaker (Classifier.predict_utterance), not a live window or a
+        speculative span."""
+        call = model.predict_utterance if final else model.predict
+        out = np.asarray(call([item.audio]), dtype=np.float64)
         if out.ndim != 2 or out.shape[0] != 1 or not np.all(np.isfinite(out)):
             raise ValueError(f"predict returned an invalid array of shape {out.shape}")
         return out[0]
@@ -205,7 +221,7 @@ class InferenceWorker:
     def _predict(self, model: Classifier, item: WorkItem) -> np.ndarray | None:
         """-> probabilities [len(model.labels)], or None after reporting a failure."""
         try:
-            return self.compute(model, item)
+            return self.compute(model, item, final=item.kind == UTTERANCE)
         except Exception as exc:  # a model must never take the engine down
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             if model is self.primary or model is self.partial_primary:

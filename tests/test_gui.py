@@ -202,6 +202,12 @@ def test_replay_real_audio_through_real_engine_then_stop_and_review(qtbot, setti
         return window.table.rowCount() >= 2 and all(final > 0 for final, _ in lengths.values())
 
     qtbot.waitUntil(two_utterances_and_all_curves, timeout=60_000)
+    engine, resets = window.engine, []
+    engine_reset = engine.reset_speaker
+    engine.reset_speaker = lambda: (resets.append(1), engine_reset())
+    assert window.actions["new_speaker"].isEnabled()
+    window.actions["new_speaker"].trigger()   # Session -> New speaker
+    assert resets == [1] and "new speaker" in window.status.state.text()
     assert window.current.emotion in EMOTIONS and window.current.label.text().startswith(
         window.current.emotion.upper())
     assert max(e.rms_dbfs for e in levels) > -40 and any(e.speech for e in levels)
@@ -213,6 +219,7 @@ def test_replay_real_audio_through_real_engine_then_stop_and_review(qtbot, setti
     qtbot.waitUntil(lambda: window.phase == "idle", timeout=30_000)
     qtbot.waitUntil(lambda: not engine_threads(), timeout=10_000)
     assert window.status.state.text().startswith("stopped")
+    assert not window.actions["new_speaker"].isEnabled()
 
     session = load_timeline(window.session_path)
     assert session.complete and len(session.utterances()) >= 2

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from models.baseline import BaselineConfig
-from models.contract import CacheableFrontEnd
 from models.labels import EMOTIONS
 from train.corpora import DataError
 from train.evaluate import EvalResult, score_present_classes
@@ -46,7 +45,7 @@ def holdout_record(result: EvalResult, n_speakers: int) -> dict:
 
 def run_loco(spec, holdouts: tuple[str, ...] = ()) -> dict:
     """Train and score every held-out corpus of spec.datasets (or just `holdouts`); returns loco.json."""
-    from train.runs import _fit_one, load_run_data
+    from train.runs import _fit_one, _predict, load_run_data
 
     if len(set(spec.datasets)) < 2:
         raise DataError("leave-one-corpus-out needs at least two corpora (--dataset A B ...)")
@@ -88,6 +87,8 @@ def run_loco(spec, holdouts: tuple[str, ...] = ()) -> dict:
         record["wall_time_s"] = time.monotonic() - started + info["earlier_train_s"]
         _save(folder, model, spec, record, clips, train_idx)
         summary["holdouts"][held] = record
+        if summary_path.is_file():  # a parallel --hold-out job may have added its corpus meanwhile
+            summary["holdouts"] = {**json.loads(summary_path.read_text())["holdouts"], **summary["holdouts"]}
         write_json(summary_path, {**summary, "model": spec.model, "command": spec.command,
                                   "datasets": spec.datasets, "training": spec.train.to_dict()})
     return summary
@@ -102,33 +103,15 @@ def _variants(baseline: BaselineConfig | None) -> list[tuple[str, BaselineConfig
                                      replace(baseline, max_utterances=FIRST_UTTERANCES))]
 
 
-def _predict(model, test, spec, baseline: BaselineConfig | None) -> np.ndarray:
-    """Probabilities [N, 6] of the held-out clips; from the feature cache when the model trained on it."""
-    from train.runs import _predict as predict_waves
-
-    if spec.cache_dir is None or not isinstance(model, CacheableFrontEnd):
-        if baseline is not None:
-            raise ValueError("per-speaker normalisation needs a frozen-encoder model and --cache-dir")
-        return predict_waves(model, test)
-    import torch
-
-    from train.distributed import dist_info
-    from train.feature_cache import CachedHead, SpeakerNorm, cached_feature_data
-
-    items, _, time_axis = cached_feature_data(model, test.waves, Path(spec.cache_dir), torch.device("cpu"),
-                                              dist_info())
-    norm = None if baseline is None else SpeakerNorm(baseline).add(items, test.speakers)
-    return CachedHead(model, time_axis).predict_items(items, spec.train.eval_batch_size, "cpu", norm)
-
-
 def _save(folder: Path, model, spec, record: dict, clips, train_idx: list[int]) -> None:
+    from models.bundle import save_bundle
     from train.corpora import provenance
-    from train.runs import _save_bundle, _training_meta
+    from train.runs import _training_meta
 
     folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / LOCO_JSON, record)   # the scores first: they are what the run is for
     train_clips = [clips[i] for i in train_idx]
-    _save_bundle(folder, model, spec, {
+    save_bundle(folder, model, spec.model, {
         "fold": None, "metrics": {"held_out": record["held_out"], "scores": record["scores"]},
         "training": _training_meta(spec, {"best_epoch": record["best_epoch"]}),
         "data": provenance(train_clips, sorted({c.dataset for c in train_clips}), spec.data_dirs)})
-    write_json(folder / LOCO_JSON, record)
