@@ -43,8 +43,6 @@ def check_regular_file(path: str | os.PathLike, what: str = "input file") -> os.
     """stat (never open) `path`: it must be a regular file (symlinks followed). Returns its stat."""
     try:
         info = os.stat(path)
-    except FileNotFoundError:
-        raise InputFileError(f"{what} not found: {path}") from None
     except OSError as exc:
         raise InputFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(info.st_mode):
@@ -106,11 +104,16 @@ def _parse_constant(name: str) -> Any:
     raise InputFileError(f"{name} is not a number JSON allows")
 
 
-def loads(text: str, source: str, schema: Any = None) -> Any:
-    """Parse JSON text within the limits, then check it against `schema` (None: any value)."""
+def loads(text: str, source: str, schema: Any = None, number_hooks: bool = True) -> Any:
+    """Parse JSON text within the limits, then check it against `schema` (None: any value).
+
+    number_hooks False (a timeline's many small lines, twice as fast): integers are bounded only by
+    Python's own 4,300-digit limit and a float that overflows becomes inf, so the caller must check
+    the numbers it uses are finite; NaN and Infinity are still refused."""
     _check_shape(text, source)
+    hooks = {"parse_int": _parse_int, "parse_float": _parse_float} if number_hooks else {}
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        value = json.loads(text, parse_constant=_parse_constant, **hooks)
     except InputFileError as exc:
         raise InputFileError(f"{source}: {exc}") from None
     except json.JSONDecodeError as exc:
@@ -226,12 +229,19 @@ def read_csv_rows(table: Path) -> list[dict[str | None, Any]]:
     return rows
 
 
+def outside_folder(name: str, folder: Path) -> bool:
+    """True for a CSV `file` entry that leaves the CSV's `folder` (judged on the text: `..` past its
+    top, or an absolute path elsewhere; a symlink inside the folder is the user's own choice)."""
+    top = os.path.abspath(folder)
+    return not os.path.abspath(os.path.join(top, name)).startswith(top.rstrip(os.sep) + os.sep)
+
+
 def csv_row(row: dict[str | None, Any], table: Path, line: int, allow_outside: bool = False) -> tuple[Path, str, str]:
     """One row of a corpus CSV (read_csv_rows; `line` = its 1-based line in the file, the header
     is line 1) -> (audio path, label, speaker).
 
-    The audio path is relative to the CSV's folder and must stay inside it (no absolute path, no
-    `..` out of it) unless allow_outside. InputFileError "TABLE line N: ..." for a short row, an
+    The audio path is relative to the CSV's folder (or absolute) and must lie inside that folder
+    unless allow_outside. InputFileError "TABLE line N: ..." for a short row, an
     empty or oversized field, or a path outside the folder."""
     if any(not isinstance(row.get(k), str) for k in CSV_COLUMNS):
         raise InputFileError(f"{table} line {line}: needs the three columns file,label,speaker")
@@ -241,7 +251,7 @@ def csv_row(row: dict[str | None, Any], table: Path, line: int, allow_outside: b
         if len(row[key]) > 4096 or "\0" in row[key]:
             raise InputFileError(f"{table} line {line}: column {key!r} is not a usable value")
     name = row["file"]
-    if not allow_outside and (os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == ".."):
+    if not allow_outside and outside_folder(name, table.parent):
         raise InputFileError(f"{table} line {line}: file {name!r} is outside the CSV's folder; move the audio "
                              "under it, or pass --allow-outside-paths")
     return table.parent / name, row["label"], row["speaker"]

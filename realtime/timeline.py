@@ -21,16 +21,18 @@ import gc
 import json
 import math
 import os
+import re
 import shutil
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from models.atomic import write_text_atomically
 from models.labels import EMOTIONS
+from models.safe_json import MAX_FILE_BYTES, InputFileError, check_regular_file, loads
 from realtime.files import create_exclusively
 from realtime.types import DropNotice, EmotionPrediction, EngineStatus, SessionSummary
 
@@ -60,16 +62,29 @@ def sessions_dir() -> Path:
     return Path(base) / "ved" / "sessions"
 
 
+# Dated names handed out by default_timeline_path in this process: their writer takes the next
+# free -2, -3... suffix when another monitor created the same name first (O_EXCL decides who).
+_DATED_NAMES: set[Path] = set()
+_DATED_RE = re.compile(r"^(ved-\d{8}-\d{6})(?:-(\d+))?\.jsonl$")
+
+
 def default_timeline_path(now: datetime | None = None) -> Path:
     """sessions_dir()/ved-YYYYmmdd-HHMMSS.jsonl for the given (default: current local) time;
-    -2, -3... is appended when a session of that second already exists (never overwritten)."""
+    -2, -3... is appended when a session of that second already exists (never overwritten). Two
+    monitors started in the same second may both be given one name: TimelineWriter creates the
+    file with O_EXCL and moves on to the next free suffix, so both get a timeline."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     path = sessions_dir() / f"ved-{stamp}.jsonl"
-    count = 1
     while path.exists():
-        count += 1
-        path = path.with_name(f"ved-{stamp}-{count}.jsonl")
+        path = _next_dated(path)
+    _DATED_NAMES.add(path)
     return path
+
+
+def _next_dated(path: Path) -> Path:
+    """ved-STAMP.jsonl -> ved-STAMP-2.jsonl -> ved-STAMP-3.jsonl ..."""
+    stamp, count = _DATED_RE.match(path.name).groups()
+    return path.with_name(f"{stamp}-{int(count or 1) + 1}.jsonl")
 
 
 def check_writable(path: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
@@ -80,7 +95,7 @@ def check_writable(path: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         if path.is_dir():
             raise TimelineError(f"timeline path {path} is a folder; give a file name such as "
                                 f"{path / 'session.jsonl'}")
-        if path.exists() or path.is_symlink():
+        if (path.exists() or path.is_symlink()) and path not in _DATED_NAMES:
             raise TimelineError(f"timeline {path} already exists; VED never overwrites a recorded session: "
                                 "give a new --out name, or leave --out out for a new dated file")
     except TimelineError:
@@ -113,7 +128,7 @@ class TimelineWriter:
         check_writable(self.path)
         self._lock = threading.Lock()
         try:
-            self._file = create_exclusively(self.path)
+            self._file = self._create()
         except FileExistsError:
             raise TimelineError(f"timeline {self.path} already exists; VED never overwrites a recorded "
                                 "session: choose another name") from None
@@ -122,6 +137,18 @@ class TimelineWriter:
         self.lines_written = 0
         self.append({"type": "header", "format_version": FORMAT_VERSION, "started_utc": utc_now_iso(),
                      **header})
+
+    def _create(self) -> TextIO:
+        """The new file (O_EXCL); a dated default name that another monitor took meanwhile moves on
+        to the next free suffix."""
+        while True:
+            try:
+                return create_exclusively(self.path)
+            except FileExistsError:
+                if self.path not in _DATED_NAMES:
+                    raise
+                self.path = _next_dated(self.path)
+                _DATED_NAMES.add(self.path)
 
     @property
     def closed(self) -> bool:
@@ -299,11 +326,19 @@ def _cyclic_gc_paused():
 
 
 def load_timeline(path: str | os.PathLike) -> Session:
-    """Read a timeline; skips torn/unparseable lines (counted), raises TimelineError when unusable."""
+    """Read a timeline; skips torn, unparseable or hostile lines (counted: nested too deep, NaN,
+    huge fields; models.safe_json), raises TimelineError when unusable. Only a regular file is
+    opened (a FIFO would block forever), and only up to models.safe_json.MAX_FILE_BYTES."""
     path = Path(path)
     try:
+        info = check_regular_file(path, "timeline")
+        if info.st_size > MAX_FILE_BYTES:
+            raise InputFileError(f"timeline {path} is {info.st_size / 1e6:.0f} MB; VED reads at most "
+                                 f"{MAX_FILE_BYTES / 1e6:.0f} MB")
         with open(path, "r", encoding="utf-8", errors="replace") as handle:
             lines = handle.read().splitlines()
+    except InputFileError as exc:
+        raise TimelineError(str(exc)) from None
     except OSError as exc:
         raise TimelineError(f"cannot read timeline {path}: {exc.strerror or exc}") from None
     with _cyclic_gc_paused():
@@ -316,8 +351,8 @@ def _parse_timeline(path: Path, lines: list[str]) -> Session:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = loads(line, str(path), number_hooks=False)
+        except InputFileError:
             torn += 1
             continue
         if isinstance(record, dict):
@@ -352,6 +387,8 @@ def check_export_target(session: Session, path: Path) -> None:
                                 f"{session.path.stem}-export.csv")
         if path.is_dir():
             raise TimelineError(f"the CSV target {path} is a folder; give a file name")
+        if path.exists() and not path.is_file():   # a FIFO or device: never opened
+            raise TimelineError(f"the CSV target {path} is not a regular file; give a file name")
         if path.exists():
             with open(path, "r", encoding="utf-8", errors="replace", newline="") as handle:
                 first = handle.readline().rstrip("\r\n")

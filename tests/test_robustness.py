@@ -23,7 +23,7 @@ def cv_run(emodb_dir, tmp_path_factory):
 def test_clean_scores_reproduce_the_cv_and_corruption_is_recorded(cv_run, capsys):
     csv_path, out = cv_run
     argv = ["robustness", str(out), "--dataset", "csv", "--data", str(csv_path), "--snr-db", "0",
-            "--rt60-s", "0.9", "--threads", "2"]
+            "--rt60-s", "0.9", "--threads", "2", "--overwrite"]
     assert main(argv) == 0
     payload = json.loads((out / "robustness.json").read_text())
     cv = json.loads((out / "cv_metrics.json").read_text())
@@ -45,19 +45,19 @@ def test_unfinished_run_and_wrong_data_are_one_line_errors(cv_run, tmp_path, cap
     partial = tmp_path / "partial"
     shutil.copytree(out, partial)
     shutil.rmtree(partial / "fold1")
-    assert main(["robustness", str(partial), "--dataset", "csv", "--data", str(csv_path)]) == 2
+    assert main(["robustness", str(partial), "--dataset", "csv", "--data", str(csv_path), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fold(s) [1] have no bundle" in err[0] and "--partial" in err[0]
     other = make_subset_csv(emodb_dir, tmp_path / "other", ("03",), 2)
-    assert main(["robustness", str(out), "--dataset", "csv", "--data", str(other)]) == 2
+    assert main(["robustness", str(out), "--dataset", "csv", "--data", str(other), "--overwrite"]) == 2
     assert "not in the data" in capsys.readouterr().err
-    assert main(["robustness", str(tmp_path), "--dataset", "csv", "--data", str(csv_path)]) == 2
+    assert main(["robustness", str(tmp_path), "--dataset", "csv", "--data", str(csv_path), "--overwrite"]) == 2
     assert "no folds.json" in capsys.readouterr().err
 
 
 def test_partial_scores_only_the_finished_folds_and_says_so(cv_run, tmp_path, capsys):
     csv_path, out = cv_run
-    data = ["--dataset", "csv", "--data", str(csv_path), "--threads", "2"]
+    data = ["--dataset", "csv", "--data", str(csv_path), "--threads", "2", "--overwrite"]
     assert main(["robustness", str(out), *data]) == 0
     whole = json.loads((out / "robustness.json").read_text())
     partial = tmp_path / "partial"
@@ -81,7 +81,7 @@ def test_gains_are_scored_and_a_levelled_run_hears_them_alike(cv_run, tmp_path, 
     csv_path, out = cv_run
     run = tmp_path / "run"
     shutil.copytree(out, run)
-    data = ["--dataset", "csv", "--data", str(csv_path), "--threads", "2"]
+    data = ["--dataset", "csv", "--data", str(csv_path), "--threads", "2", "--overwrite"]
     assert main(["robustness", str(run), *data, "--gain-db", "0", "-18", "-6"]) == 0
     payload = json.loads((run / "robustness.json").read_text())
     unity, quiet, _ = payload["gain"]

@@ -21,14 +21,18 @@ TINY_ARGS = ["--model", "conformer-v1", "--model-arg", "d_model=32", "--model-ar
 
 
 def make_subset_csv(emodb_dir: Path, out: Path, speakers: tuple[str, ...], per_class: int) -> Path:
-    """labels.csv (file,label,speaker) with `per_class` clips of each class from each speaker."""
+    """labels.csv (file,label,speaker) with `per_class` clips of each class from each speaker, linked
+    into out/audio/ (a CSV names files inside its own folder)."""
     rows, taken = [], {}
+    (out / "audio").mkdir(parents=True, exist_ok=True)
     for clip in load_emodb(emodb_dir).clips:
         key = (clip.speaker, clip.label)
         if clip.speaker in speakers and taken.get(key, 0) < per_class:
             taken[key] = taken.get(key, 0) + 1
-            rows.append(f"{clip.path},{clip.label},{clip.speaker}")
-    out.mkdir(parents=True, exist_ok=True)
+            link = out / "audio" / clip.path.name
+            if not link.exists():
+                link.symlink_to(clip.path.resolve())
+            rows.append(f"{link.absolute()},{clip.label},{clip.speaker}")
     (out / "labels.csv").write_text("file,label,speaker\n" + "\n".join(rows) + "\n")
     return out / "labels.csv"
 

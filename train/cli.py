@@ -1,7 +1,8 @@
-"""Command line of `python -m train fit|cv|evaluate|report`.
+"""Command line of `python -m train fit|cv|evaluate|robustness|fuse|set-level|report`.
 
-User mistakes (wrong folder, unknown model, bad option value) print one clear line and exit 2;
-Ctrl-C during training saves the resumable state and exits 130 with a resume hint.
+User mistakes (wrong folder, unknown model, bad option value, hostile input file) print one clear
+line and exit 2; Ctrl-C during training saves the resumable state and exits 130 with a resume hint.
+No output is written over unless asked (train/outputs.py, checked before any work by train/cli_checks.py).
 """
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models.bundle import BUNDLE_JSON, ENSEMBLE_JSON
 from train.calibrate import add_calibrate_parser, calibrate_command, runs_calibration_table
 from train.corpora import DATASET_NAMES, DataError, parse_dataset_names
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """A bad option is one `error: ...` line and exit 2 (subcommand parsers inherit the class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -46,6 +55,9 @@ def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="crema-d only: audio_manifest.csv (official AudioWAV: file sizes and sha256) or "
                         "flac_manifest.csv (AudioFLAC or AudioWAV: sha256 of the decoded int16 samples); clips that "
                         "do not match are skipped with one line each, listed-but-absent files are reported")
+    g.add_argument("--allow-outside-paths", action="store_true",
+                   help="csv: accept audio files outside the CSV's folder (absolute or ../ paths; listed when "
+                        "used); refused otherwise")
     g.add_argument("--calm-as-neutral", action="store_true",
                    help="count calm as neutral (RAVDESS calm, csv label 'calm'); otherwise RAVDESS calm is dropped "
                         "and a csv 'calm' label has no class (skipped; an error for evaluate)")
@@ -87,6 +99,15 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                         "step and add W times the Jensen-Shannon divergence (nats) of the two predictions, so the "
                         "head predicts the same on noisy audio (default 0 = off)")
     t.add_argument("--no-spec-augment", action="store_true", help="switch SpecAugment off (log-mel models)")
+    t.add_argument("--balance", choices=("auto", "on", "off"), default="auto",
+                   help="draw each epoch's clips so every corpus, and every class within a corpus, weighs the "
+                        "same (with replacement; the loss then has no class weights); auto = on when several "
+                        "--dataset corpora are pooled (default auto)")
+    t.add_argument("--speaker-baseline", default="off", metavar="off|all|N",
+                   help="frozen-encoder models with --cache-dir: z-score each clip's encoder states with its "
+                        "speaker's running statistics over that speaker's clips so far (in file order), as the "
+                        "monitor does over a session; N: stop updating after N utterances; all: never stop "
+                        "(default off)")
     t.add_argument("--teacher", type=Path, metavar="DIR",
                    help="knowledge distillation: blend this trained model's probabilities into every training "
                         "target. cv: a cv run on the same folds (its fold-k members teach fold k; its folds.json must "
@@ -111,20 +132,33 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--cache-dir", type=Path, metavar="DIR",
                    help="cache folder: eGeMAPS functionals per file, and for frozen-backbone models the frontend "
                         "features (fp16) so only the head trains")
-    t.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder to write")
+    t.add_argument("--out", type=Path, required=True, metavar="RUN_DIR",
+                   help="run folder to write; an existing one is refused unless --resume (its own run) or --overwrite")
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in RUN_DIR (finished folds are reused)")
+    _overwrite_option(t)
+
+
+def _overwrite_option(p) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out once the new output is complete (never a session timeline, "
+                        "anything under models/, or an input of this command)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate VED emotion models.",
+    parser = _OneLineErrorParser(prog="python -m train", description="Train and evaluate VED emotion models.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="train one model on all data, write one bundle")
-    cv = sub.add_parser("cv", help="speaker-grouped K-fold cross-validation, one bundle per fold + ensemble.json")
-    for p in (fit, cv):
+    cv = sub.add_parser("cv", help=f"speaker-grouped K-fold cross-validation, one bundle per fold + {ENSEMBLE_JSON}")
+    loco = sub.add_parser("loco", help="leave one corpus out: for each --dataset corpus, train on the others "
+                                       "and score it; writes RUN_DIR/holdout-NAME/ and loco.json")
+    for p in (fit, cv, loco):
         _data_options(p)
         _train_options(p)
+    loco.add_argument("--hold-out", action="append", default=[], metavar="NAME",
+                      help="only this held-out corpus (repeatable), so corpora can run as parallel jobs; "
+                           "default: each --dataset corpus in turn")
     cv.add_argument("--folds", type=int, default=4, metavar="K", help="number of speaker-grouped folds (default 4)")
     cv.add_argument("--fold", type=int, action="append", default=[], metavar="I",
                     help="train only fold I (0-based, repeatable) so folds can run as parallel jobs; "
@@ -132,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score a trained bundle or ensemble folder on a dataset")
     ev.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="bundle or ensemble folder")
     _data_options(ev)
-    ev.add_argument("--out", type=Path, required=True, metavar="DIR", help="where metrics.json/confusion.png go")
+    ev.add_argument("--out", type=Path, required=True, metavar="DIR", help="new folder for metrics.json/confusion.png")
     ev.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
+    _overwrite_option(ev)
     rob = sub.add_parser("robustness", help="score a finished cv run's fold bundles on clean and corrupted "
                                             "test audio (noise + room reverb); writes RUN_DIR/robustness.json")
     rob.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished `python -m train cv` run folder")
@@ -150,18 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
     rob.add_argument("--partial", action="store_true",
                      help="score only the folds that have finished; robustness.json names them (folds_scored)")
+    rob.add_argument("--out", type=Path, metavar="FILE",
+                     help="where to write the scores (default RUN_DIR/robustness.json; a run under models/ needs "
+                          "another place)")
+    _overwrite_option(rob)
     fuse = sub.add_parser("fuse", help="fuse finished cv runs on the same folds (e.g. heads on two encoders) "
                                        "into one cv run: fold k averages every run's fold-k model")
     fuse.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="finished `python -m train cv` runs")
     _data_options(fuse)
     fuse.add_argument("--out", type=Path, required=True, metavar="DIR",
-                      help="fused run folder to write (fold ensembles, ensemble.json, cv_metrics.json)")
+                      help=f"fused run folder to write (fold ensembles, {ENSEMBLE_JSON}, cv_metrics.json)")
     fuse.add_argument("--name", metavar="NAME", help="ensemble name shown in the monitor (default fusion-RUN+RUN)")
     fuse.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per prediction call")
+    _overwrite_option(fuse)
     lev = sub.add_parser("set-level", help="switch input-level normalisation of trained log-mel models on or off "
-                                           "(bundle.json only; weights untouched)")
-    lev.add_argument("folder", type=Path, metavar="FOLDER", help="a bundle, ensemble or cv run folder; every "
-                     "bundle.json under it is rewritten")
+                                           f"({BUNDLE_JSON} only; weights untouched)")
+    lev.add_argument("folder", type=Path, metavar="FOLDER", help="a bundle, ensemble or cv run folder (not under "
+                     f"models/: copy it out first); every {BUNDLE_JSON} under it is checked, then all are rewritten")
     lev.add_argument("--level-dbfs", metavar="DB|off",
                      help="input level in dB re full scale (mean power of each clip's frames within 20 dB of its "
                           "loudest; a full-scale sine is -3 dB), or 'off'; default: the median level of the "
@@ -173,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cv or fit run folders; a cv run with only some folds finished is a row marked partial")
     rep.add_argument("--out", type=Path, metavar="FILE",
                      help="also write the table to this markdown file; if the file has <!-- report:begin --> and "
-                          "<!-- report:end --> lines, only the text between them is replaced")
+                          "<!-- report:end --> lines, only the text between them is replaced; any other existing "
+                          "file needs --overwrite")
+    _overwrite_option(rep)
     return parser
 
 
@@ -212,6 +254,8 @@ def spec_from_args(ns: argparse.Namespace):
         "spec_augment": False if ns.no_spec_augment else None,
         "cached_augment_copies": ns.cached_augment_copies, "teacher_weight": _teacher_weight(ns),
         "consistency_weight": ns.consistency_weight,
+        "balanced_sampling": ns.balance == "on" or (ns.balance == "auto" and len(parse_dataset_names(ns.dataset)) > 1),
+        "speaker_baseline": _speaker_baseline(ns.speaker_baseline),
     }
     cfg = build_train_config(ns.model, overrides, augment=ns.augment)
     if not 0 <= ns.val_fraction < 1:
@@ -226,16 +270,29 @@ def spec_from_args(ns: argparse.Namespace):
                    teacher_dir=ns.teacher)
 
 
+def _speaker_baseline(value: str):
+    """--speaker-baseline off|all|N -> None or models.baseline.BaselineConfig."""
+    from models.baseline import BaselineConfig
+
+    if value == "off":
+        return None
+    if value == "all":
+        return BaselineConfig()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--speaker-baseline must be off, all or a whole number of utterances >= 1, got {value!r}")
+    return BaselineConfig(max_utterances=int(value))
+
+
 def _teacher_weight(ns: argparse.Namespace) -> float | None:
     """--teacher-weight, 0.5 when only --teacher is given; an error for a weight without a teacher
     or a teacher for a model that does not train on targets (the SVM and logistic regression)."""
-    from models.registry import get_spec
+    from train.runs import fits_on_functionals
 
     if ns.teacher is None:
         if ns.teacher_weight is not None:
             raise ValueError("--teacher-weight needs --teacher DIR")
         return None
-    if get_spec(ns.model).family == "classical":
+    if fits_on_functionals(ns.model, parse_model_args(ns.model_arg, ns.backbone)):
         raise ValueError(f"--teacher: {ns.model} is fitted on hard labels only; distil into a neural model")
     if not ns.teacher.is_dir():
         raise ValueError(f"--teacher folder not found: {ns.teacher}")
@@ -282,39 +339,48 @@ def _set_threads(requested: int | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    if ns.command == "calibrate":   # it rewrites its own run's model JSON: no --out, its own rule
-        return calibrate_command(ns)
     from models.bundle import BundleError
     from models.registry import UnknownModelError
     from train.distributed import shutdown
     from train.loop import TrainingInterrupted
 
+    mode = "in-place"
     try:
+        from train.cli_checks import check_inputs, check_numbers, check_run_files, output_mode
+
+        check_numbers(ns)
+        check_inputs(ns)
+        mode = output_mode(ns)
+        check_run_files(ns)
+        if ns.command == "calibrate":   # it rewrites its own run's model JSON: no --out; refuses a calibrated run
+            return calibrate_command(ns)
         if ns.command == "report":
-            from train.reports import comparison_table
+            from train.outputs import write_text
+            from train.reports import comparison_table, with_notes_kept
 
             table = comparison_table(ns.runs)
             calibration = runs_calibration_table(ns.runs)   # ECE / Brier before and after, out-of-fold
             table += f"\n\n{calibration}\n" if calibration else ""
             print(table)
             if ns.out:
-                from models.atomic import write_text_atomically
-                from train.reports import with_notes_kept
-
-                text = with_notes_kept(table, ns.out)  # notes around report:begin/end markers stay
-                write_text_atomically(ns.out, lambda handle: handle.write(text))
+                write_text(ns.out, with_notes_kept(table, ns.out))  # notes around report:begin/end markers stay
             return 0
         _set_threads(ns.threads)
         if ns.command == "evaluate":
             from train.loop import TrainConfig
+            from train.outputs import staged_folder
             from train.runs import RunSpec, run_evaluate
 
-            spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.out,
-                           TrainConfig(device=ns.torch_device), manifest=ns.manifest, calm_as_neutral=ns.calm_as_neutral)
-            run_evaluate(ns.bundle, spec, ns.batch_size)
+            with staged_folder(ns.out) as stage:
+                spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", stage,
+                               TrainConfig(device=ns.torch_device), manifest=ns.manifest,
+                               calm_as_neutral=ns.calm_as_neutral)
+                run_evaluate(ns.bundle, spec, ns.batch_size)
+            print(f"written to {ns.out}")
             return 0
         if ns.command == "robustness":
             from train.loop import TrainConfig
+            from train.cli_checks import robustness_out
             from train.robustness import run_robustness
             from train.room import CorruptionConfig
             from train.runs import RunSpec
@@ -322,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             corruption = CorruptionConfig(snr_db=ns.snr_db, rt60_s=ns.rt60_s, noise_colour=ns.noise)
             spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "bundle", ns.run,
                            TrainConfig(device=ns.torch_device), manifest=ns.manifest)
-            run_robustness(ns.run, spec, corruption, ns.batch_size, tuple(ns.gain_db), ns.partial)
+            run_robustness(ns.run, spec, corruption, ns.batch_size, tuple(ns.gain_db), ns.partial,
+                           robustness_out(ns))
             return 0
         if ns.command == "set-level":
             run_set_level(ns, sys.argv[1:] if argv is None else argv)
@@ -330,25 +397,47 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "fuse":
             from train.fuse import run_fuse
             from train.loop import TrainConfig
+            from train.outputs import staged_folder
             from train.runs import RunSpec
 
-            spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "fusion", ns.out,
-                           TrainConfig(device=ns.torch_device), manifest=ns.manifest,
-                           command="python -m train " + shlex.join(sys.argv[1:]))
-            run_fuse(ns.runs, ns.out, spec, ns.name, ns.batch_size)
+            with staged_folder(ns.out) as stage:
+                spec = RunSpec(parse_dataset_names(ns.dataset), list(ns.data), "fusion", stage,
+                               TrainConfig(device=ns.torch_device), manifest=ns.manifest,
+                               command="python -m train " + shlex.join(sys.argv[1:] if argv is None else argv))
+                run_fuse(ns.runs, stage, spec, ns.name, ns.batch_size)
+            print(f"written to {ns.out}")
             return 0
         from train.runs import run_cv, run_fit
 
         spec = spec_from_args(ns)
-        (run_cv if ns.command == "cv" else run_fit)(spec)
+        if ns.command == "loco":
+            from train.loco import run_loco
+
+            def train(run_spec) -> None:
+                run_loco(run_spec, tuple(parse_dataset_names(ns.hold_out)) if ns.hold_out else ())
+        else:
+            train = run_cv if ns.command == "cv" else run_fit
+        if mode == "staged":   # --overwrite: the old run stays until the new one is complete
+            from dataclasses import replace
+
+            from train.outputs import staged_folder
+
+            with staged_folder(ns.out) as stage:
+                train(replace(spec, out_dir=stage))
+            print(f"written to {ns.out}")
+        else:
+            train(spec)
         return 0
     except TrainingInterrupted as exc:
-        print(f"\n{exc}", file=sys.stderr)
+        if mode == "staged":
+            print(f"\ninterrupted; {ns.out} is as it was (the replacement run was discarded)", file=sys.stderr)
+        else:
+            print(f"\n{exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing to resume", file=sys.stderr)
         return 130
-    except (DataError, UnknownModelError, BundleError, ValueError, FileNotFoundError) as exc:
+    except (DataError, UnknownModelError, BundleError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     finally:

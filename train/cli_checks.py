@@ -28,6 +28,7 @@ _RANGES = {
     "rt60_s": (0.05, 3.0, "s"), "target_accuracy": (0.0, 1.0, ""),
 }
 _GAIN_DB = (-60.0, 60.0)
+_RUN_FILES = ("bundle.json", "ensemble.json", "folds.json", "metrics.json", "cv_metrics.json")
 
 
 def _option(dest: str) -> str:
@@ -90,11 +91,36 @@ def check_inputs(ns: argparse.Namespace) -> None:
         _check_input(path, "--data", None)
     if getattr(ns, "manifest", None) is not None:
         _check_input(ns.manifest, "--manifest", False)
-    for dest, what in (("teacher", "--teacher"), ("bundle", "--bundle"), ("run", "RUN_DIR"), ("folder", "FOLDER")):
-        if getattr(ns, dest, None) is not None:
-            _check_input(getattr(ns, dest), what, True)
-    for run in getattr(ns, "runs", None) or []:
-        _check_input(run, "RUN_DIR", True)
+    folders = [(getattr(ns, dest), what) for dest, what in (("teacher", "--teacher"), ("bundle", "--bundle"),
+               ("run", "RUN_DIR"), ("folder", "FOLDER")) if getattr(ns, dest, None) is not None]
+    folders += [(run, "RUN_DIR") for run in getattr(ns, "runs", None) or []]
+    for folder, what in folders:
+        _check_input(folder, what, True)
+        for name in _RUN_FILES:   # a FIFO in their place would block whoever opens it
+            for path in (folder / name, *folder.glob(f"fold*/{name}")):
+                if os.path.lexists(path):
+                    _check_input(path, name, False)
+    _check_csv_tables(ns)
+
+
+def _check_csv_tables(ns: argparse.Namespace) -> None:
+    """Every row of a `--dataset csv` table (models.safe_json.csv_row): three columns, and audio
+    inside the CSV's folder unless --allow-outside-paths, which lists the files outside."""
+    from models.safe_json import csv_row, outside_folder, read_csv_rows
+    from train.corpora import parse_dataset_names
+
+    names = parse_dataset_names(ns.dataset) if getattr(ns, "dataset", None) else []
+    for name, root in zip(names, getattr(ns, "data", None) or []):
+        if name != "csv" or not (root.is_file() or (root / "labels.csv").is_file()):
+            continue   # a missing table: the loader says so in its own words
+        table = root / "labels.csv" if root.is_dir() else root
+        rows = read_csv_rows(table)
+        for i, row in enumerate(rows):
+            csv_row(row, table, i + 2, allow_outside=ns.allow_outside_paths)
+        outside = [row["file"] for row in rows if outside_folder(row["file"], table.parent)]
+        if outside:   # only with --allow-outside-paths: csv_row refused them otherwise
+            print(f"--allow-outside-paths: {len(outside)} file(s) of {table} are outside its folder: "
+                  + ", ".join(outside[:5]) + (", ..." if len(outside) > 5 else ""))
 
 
 def _is_empty_folder(path: Path) -> bool:
@@ -140,7 +166,8 @@ def output_mode(ns: argparse.Namespace) -> str:
     if ns.command == "report" and ns.out is None:
         return "in-place"   # the table goes to the terminal only
     out = Path(robustness_out(ns) if ns.command == "robustness" else ns.out)
-    inputs = [p for p in input_paths(ns) if ns.command != "robustness" or p != ns.run]
+    # robustness writes its default output into the run it reads; an explicit --out must keep out of it
+    inputs = [p for p in input_paths(ns) if not (ns.command == "robustness" and ns.out is None and p == ns.run)]
     if os.path.lexists(out) and _is_empty_folder(out):
         check_out(out, inputs, overwrite=True)
         return "in-place"
@@ -155,9 +182,11 @@ def robustness_out(ns: argparse.Namespace) -> Path:
 
 
 def check_run_files(ns: argparse.Namespace) -> None:
-    """The JSON files of the cv runs a subcommand reads (fuse, robustness, a --teacher), parsed by
-    models.safe_json and type-checked before any work starts, so a hostile or damaged file is one
-    line (InputFileError naming file and field) and never a traceback halfway through."""
+    """The files of the cv runs a subcommand reads (fuse, robustness, a --teacher): folds.json, fold
+    metrics and every fold model's JSON, parsed by models.safe_json and type-checked before any work
+    starts, so a hostile or damaged file is one line naming file and field, never a traceback or a
+    failure halfway through (after progress bars, or with an output half made)."""
+    from models.bundle import is_ensemble_folder, read_ensemble_meta
     from models.safe_json import CV_METRICS_SCHEMA, FOLD_METRICS_SCHEMA, FOLDS_SCHEMA, read_json
 
     runs = list(getattr(ns, "runs", None) or []) if ns.command == "fuse" else []
@@ -166,16 +195,29 @@ def check_run_files(ns: argparse.Namespace) -> None:
     for run in runs:
         if not (run / "folds.json").is_file():
             continue   # the command says what is missing, in its own words
-        folds = read_json(run / "folds.json", FOLDS_SCHEMA)
-        for k in range(len(folds["folds"])):
-            if ns.command == "fuse" and (run / f"fold{k}" / "metrics.json").is_file():
-                read_json(run / f"fold{k}" / "metrics.json", FOLD_METRICS_SCHEMA)
+        for k in range(len(read_json(run / "folds.json", FOLDS_SCHEMA)["folds"])):
+            fold = run / f"fold{k}"
+            if ns.command == "fuse" and (fold / "metrics.json").is_file():
+                read_json(fold / "metrics.json", FOLD_METRICS_SCHEMA)
+            _check_model_json(fold)
         if ns.command == "fuse" and (run / "cv_metrics.json").is_file():
             read_json(run / "cv_metrics.json", CV_METRICS_SCHEMA)
     teacher = getattr(ns, "teacher", None)
     if teacher is not None and (Path(teacher) / "folds.json").is_file():
-        from models.bundle import read_ensemble_json
-
         schema = {**FOLDS_SCHEMA, "speaker_fold": {str: int}} if ns.command == "cv" else FOLDS_SCHEMA
         read_json(Path(teacher) / "folds.json", schema)
-        read_ensemble_json(Path(teacher))
+        read_ensemble_meta(Path(teacher))
+    elif teacher is not None and is_ensemble_folder(teacher):
+        read_ensemble_meta(Path(teacher))
+
+
+def _check_model_json(folder: Path) -> None:
+    """A fold's bundle JSON, or its ensemble's and each member's (BundleError, one line); a fold
+    without a model is left to the command (robustness --partial scores the others)."""
+    from models.bundle import is_bundle_folder, is_ensemble_folder, read_bundle_meta, read_ensemble_meta
+
+    if is_ensemble_folder(folder):
+        for member in read_ensemble_meta(folder)["members"]:
+            read_bundle_meta(folder / member)
+    elif is_bundle_folder(folder):
+        read_bundle_meta(folder)

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from models.atomic import write_atomically
+from models.safe_json import CV_METRICS_SCHEMA, FOLD_METRICS_SCHEMA, RUN_METRICS_SCHEMA, read_json
 from train.evaluate import EvalResult, score
+from train.outputs import write_json  # noqa: F401  (runs and fuse write their JSON through reports)
 
 REFERENCE_MODEL = "egemaps-svm"
+_FOLDS_ID_SCHEMA = {"k?": (int, None), "assignment_sha256?": (str, None)}  # what a row reads of folds.json
 
 
 def _pyplot():
@@ -45,9 +49,7 @@ def plot_confusion(result: EvalResult, path: Path, title: str) -> None:
                     color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title(f"{title}\nmacro-F1 {result.macro_f1:.3f}, acc {result.accuracy:.3f}, n={result.n}", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def plot_learning_curves(history: list[dict], path: Path, title: str) -> None:
@@ -71,13 +73,16 @@ def plot_learning_curves(history: list[dict], path: Path, title: str) -> None:
     ax_f1.set_ylabel("validation macro-F1")
     ax_f1.set_ylim(0, 1)
     fig.suptitle(title, fontsize=10)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path: Path) -> None:
+    """Lay out, write through a temporary sibling (never a half-written PNG), close."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    Path(path).write_text(json.dumps(payload, indent=1, sort_keys=False))
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        _pyplot().close(fig)
 
 
 REPORT_BEGIN, REPORT_END = "<!-- report:begin -->", "<!-- report:end -->"
@@ -137,32 +142,36 @@ def _load_run(run_dir: Path) -> dict:
     cv_file, single_file, folds_file = run_dir / "cv_metrics.json", run_dir / "metrics.json", run_dir / "folds.json"
     fold_dirs = _fold_dirs(run_dir)
     if cv_file.is_file() or fold_dirs:
-        cv = json.loads(cv_file.read_text()) if cv_file.is_file() else {}
-        folds_info = json.loads(folds_file.read_text()) if folds_file.is_file() else {}
+        cv = read_json(cv_file, CV_METRICS_SCHEMA) if cv_file.is_file() else {}
+        folds_info = read_json(folds_file, _FOLDS_ID_SCHEMA) if folds_file.is_file() else {}
         if fold_dirs:
-            per_fold = [json.loads((d / "metrics.json").read_text()) for d in fold_dirs]
+            per_fold = [read_json(d / "metrics.json", FOLD_METRICS_SCHEMA) for d in fold_dirs]
             results = [EvalResult.from_dict(f["eval"]) for f in per_fold]
             f1_values, oof = [r.macro_f1 for r in results], _pooled(results)
             model = per_fold[0]["model"]
             epochs = [(len(f["history"]), f["best_epoch"] + 1) for f in per_fold
                       if f.get("history") and f.get("best_epoch") is not None]
             wall = [f.get("wall_time_s") or 0.0 for f in per_fold]
-            meta = run_dir / fold_dirs[0].name / "bundle.json"
-            training = json.loads(meta.read_text()).get("training", {}) if meta.is_file() else {}
+            from models.bundle import peek_bundle_meta
+
+            training = (peek_bundle_meta(run_dir / fold_dirs[0].name) or {}).get("training") or {}
         else:  # summary only (e.g. a bundle folder that ships cv_metrics.json without its folds)
+            if "summary" not in cv or "oof" not in cv:
+                raise ValueError(f"{cv_file}: needs \"summary\" and \"oof\" when the run has no fold*/metrics.json")
             f1_values, oof = cv["summary"]["macro_f1"]["values"], EvalResult.from_dict(cv["oof"])
             model, epochs, wall = cv["model"], [], cv.get("fold_wall_time_s") or []
             training = {}
         training = cv.get("training") or training
         f1 = np.array(f1_values, dtype=np.float64)
         k = int(folds_info.get("k") or cv.get("summary", {}).get("folds") or len(f1))
-        args = _args_text(training.get("model_args", {})) + _recipe_text(training)
+        model_args = training.get("model_args")
+        args = _args_text(model_args if isinstance(model_args, dict) else {}) + _recipe_text(training)
         return {"model": model, "args": args, "run": str(run_dir), "done": len(f1),
                 "k": k, "f1": float(f1.mean()), "f1_std": float(f1.std()), "oof": oof,
                 "epochs": epochs, "wall_s": float(sum(wall)) or None,
                 "folds_id": folds_info.get("assignment_sha256")}
     if single_file.is_file():
-        d = json.loads(single_file.read_text())
+        d = read_json(single_file, RUN_METRICS_SCHEMA)
         if d.get("eval") is None:
             raise ValueError(f"{run_dir} was trained without a validation split: it has no scores to compare")
         r = EvalResult.from_dict(d["eval"])

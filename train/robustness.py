@@ -9,12 +9,11 @@ name, so every system sees the same corrupted audio.
 With `gains_db`, each fold also predicts its clean test clips at those microphone gains (clipped at
 full scale like a converter would), since a level the model never heard can read as an emotion.
 
-Writes `RUN_DIR/robustness.json` (clean and corrupted fold summaries, out-of-fold scores, the drop,
+Writes `RUN_DIR/robustness.json` or `--out` (clean and corrupted fold summaries, out-of-fold scores, the drop,
 and per gain its summary, out-of-fold scores and drop).
 """
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from models.labels import EMOTIONS
+from models.safe_json import FOLDS_SCHEMA, read_json
 from train.corpora import DataError
 from train.evaluate import score, summarise_folds
 from train.reports import write_json
@@ -33,13 +33,15 @@ def _fold_test_files(run_dir: Path) -> list[list[str]]:
     path = run_dir / "folds.json"
     if not path.is_file():
         raise DataError(f"{run_dir} has no folds.json: is it a `python -m train cv` run folder?")
-    folds = json.loads(path.read_text())["folds"]
+    folds = read_json(path, FOLDS_SCHEMA)["folds"]
     return [[Path(f).name for f in fold["test_files"]] for fold in folds]
 
 
 def has_fold_model(fold_dir: Path) -> bool:
     """A finished fold: one bundle (cv run) or an ensemble of bundles (fused run, train/fuse.py)."""
-    return (fold_dir / "bundle.json").is_file() or (fold_dir / "ensemble.json").is_file()
+    from models.bundle import holds_model
+
+    return holds_model(fold_dir)
 
 
 def score_fold_models(run_dir: Path, spec, variants: dict[str, Callable[[np.ndarray, str], np.ndarray]],
@@ -103,12 +105,13 @@ def _at_gain(gain_db: float) -> Callable[[np.ndarray, str], np.ndarray]:
 
 
 def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size: int = 16,
-                   gains_db: tuple[float, ...] = (), partial: bool = False) -> dict:
+                   gains_db: tuple[float, ...] = (), partial: bool = False, out: Path | None = None) -> dict:
     """Score every fold model of `run_dir` on its clean and corrupted test clips (data from `spec`,
-    a train.runs.RunSpec naming the datasets), and on its clean clips at each of `gains_db`; with
-    `partial`, only the folds that have finished (payload "folds_scored" names them).
-    Returns and writes the robustness.json payload."""
+    a train.runs.RunSpec naming the datasets), and on its clean clips at each of `gains_db` (finite
+    dB); with `partial`, only the folds that have finished (payload "folds_scored" names them).
+    Returns the payload and writes it atomically to `out` (default RUN_DIR/robustness.json)."""
     run_dir = Path(run_dir)
+    out = run_dir / "robustness.json" if out is None else Path(out)
     variants = {"clean": lambda wave, name: wave,
                 "corrupted": lambda wave, name: corrupt(wave, corruption, zlib.crc32(name.encode()))}
     variants.update({f"gain {g:+g} dB": _at_gain(g) for g in gains_db})
@@ -134,11 +137,11 @@ def run_robustness(run_dir: Path, spec, corruption: CorruptionConfig, batch_size
                 "oof": score(labels[covered], scored["oof"][f"gain {g:+g} dB"][covered]).to_dict(),
                 "macro_f1_drop": clean_sum["macro_f1"]["mean"] - summary["macro_f1"]["mean"]})
             print(f"gain {g:+g} dB: macro-F1 {summary['macro_f1']['mean']:.3f}")
-    write_json(run_dir / "robustness.json", payload)
+    write_json(out, payload)
     n_scored = len(scored["folds"])
     over = (f"{n_scored} folds" if n_scored == folds_total
             else f"{n_scored} of {folds_total} folds (partial: folds {scored['folds']})")
     print(f"macro-F1 over {over}: clean {clean_sum['macro_f1']['mean']:.3f}, "
           f"{corruption.label}: {dirty_sum['macro_f1']['mean']:.3f} "
-          f"(drop {payload['macro_f1_drop']:.3f}) -> {run_dir / 'robustness.json'}")
+          f"(drop {payload['macro_f1_drop']:.3f}) -> {out}")
     return payload
