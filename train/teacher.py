@@ -57,10 +57,12 @@ def teacher_probabilities(folder: Path, waves: Sequence[np.ndarray], device: tor
     """Mean probabilities of the teacher's `members` (its ensemble's member names; None = the whole model)
     on `waves` (float32 16 kHz) -> float32 [N, C]."""
     from models.ensemble import EnsembleClassifier
+    from models.calibration import without_calibration
     from models.loader import load_classifier
 
     folder = Path(folder)
-    teacher = load_classifier(folder, device=str(device))
+    # The members' raw probabilities, as the recipes were tuned on (a calibrated teacher is unwrapped).
+    teacher, _ = without_calibration(load_classifier(folder, device=str(device)))
     if tuple(teacher.labels) != tuple(EMOTIONS):
         raise DataError(f"--teacher {folder} predicts {', '.join(teacher.labels)}, not {', '.join(EMOTIONS)}")
     ensemble = isinstance(teacher, EnsembleClassifier)
