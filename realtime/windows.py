@@ -7,6 +7,16 @@ of the utterance in progress; nothing in silence. The first comes once min_windo
 of speech exist, on the grid start_s + k * hop_ms. A cut at max_utterance_ms is not an
 end of speech (no SpeechEnded), so windows carry on across it; SpeechEnded stops them.
 
+Pauses: `UtteranceFixed` (the trailing silence has lasted tail_ms, the utterance's samples
+are final) brings one closing window, the last window_ms of that span, ending where the
+utterance will end (unless the last window is under hop_ms / 2 old), and no more windows
+until `SpeechResumed` (or a max-length cut, whose continuation may hold none); then they go
+on hop_ms after the last one. A window cut later in the pause would hold the sentence's end
+padded with silence, which reads differently from the sentence (offline, on 71 CREMA-D
+utterances, the tiny.en branch's last live window agreed with the primary's final result
+0.66 of the time when windows went on through the pause, 0.78 when they stopped at it);
+the final result is due at the end of the hangover anyway.
+
 Deadlines: hop_ms is the longest time between two updates the user sees. Without
 feedback the windows follow the grid, and any jitter in inference time lands on top
 of hop_ms. With feedback (`PartialShown`: the result for the latest window was shown
@@ -31,7 +41,8 @@ import numpy as np
 
 from realtime.resample import int16_to_float
 from realtime.source import AudioBlock
-from realtime.types import PartialShown, PartialWindow, SegmentEvent, SpeechEnded, SpeechStarted
+from realtime.types import (PartialShown, PartialWindow, SegmentEvent, SpeechEnded, SpeechResumed, SpeechStarted,
+                            UtteranceFixed)
 from realtime.vad import Segmenter, SegmenterConfig
 
 LAG_HISTORY = 50
@@ -61,8 +72,9 @@ class PartialWindowConfig:
 
 
 class PartialWindowScheduler:
-    """Pure scheduler: push(audio [n] int16/float32 | SpeechStarted | SpeechEnded | PartialShown |
-    other event) -> list[PartialWindow]. Audio must be pushed before the events it caused."""
+    """Pure scheduler: push(audio [n] int16/float32 | SpeechStarted | SpeechEnded | UtteranceFixed |
+    SpeechResumed | PartialShown | other event) -> list[PartialWindow]. Audio must be pushed before
+    the events it caused."""
 
     def __init__(self, cfg: PartialWindowConfig | None = None) -> None:
         self.cfg = cfg or PartialWindowConfig()
@@ -92,6 +104,8 @@ class PartialWindowScheduler:
                 self._speech_start = self._index(item.start_s)
                 self._next_emit = self._first_emit()
                 self._last_emit = None
+            else:   # the continuation after a max-length cut, perhaps in a pause: windows go on
+                self._resume()
             return []
         if isinstance(item, SpeechEnded):
             self._speech_start = None
@@ -100,6 +114,11 @@ class PartialWindowScheduler:
             return []
         if isinstance(item, PartialShown):
             self._on_shown(item)
+            return []
+        if isinstance(item, UtteranceFixed):
+            return self._close(item)
+        if isinstance(item, SpeechResumed):
+            self._resume()
             return []
         if not isinstance(item, np.ndarray):
             return []
@@ -135,6 +154,31 @@ class PartialWindowScheduler:
     @property
     def _hop_samples(self) -> int:
         return self.cfg.sample_rate_hz * self.cfg.hop_ms // 1000
+
+    def _close(self, fixed: UtteranceFixed) -> list[PartialWindow]:
+        """The pause's closing window (the last window_ms of the fixed span), then no windows."""
+        if self._next_emit is None:   # no windows in this utterance, or already paused
+            return []
+        self._next_emit = None
+        end = self._index(fixed.end_s)
+        min_len = self.cfg.sample_rate_hz * self.cfg.min_window_ms // 1000
+        recent = self._last_emit is not None and end - self._last_emit < self._hop_samples // 2
+        if len(fixed.audio) < max(1, min_len) or recent:   # too short, or the last window is recent
+            return []
+        self._last_emit = end
+        audio = fixed.audio[-self._window_len:].astype(np.float32, copy=True)
+        return [PartialWindow(start_s=fixed.end_s - len(audio) / self.cfg.sample_rate_hz, end_s=fixed.end_s,
+                              audio=audio)]
+
+    def _resume(self) -> None:
+        """After a pause: the next window hop_ms after the last one (at least hop_ms / 2 from now,
+        so it holds some of the new speech), or, before any, after min_window_ms of speech."""
+        if self._speech_start is None or self._next_emit is not None:
+            return
+        if self._last_emit is None:
+            self._next_emit = self._first_emit()
+        else:
+            self._next_emit = max(self._last_emit + self._hop_samples, self._samples_seen + self._hop_samples // 2)
 
     def _first_emit(self) -> int:
         assert self._speech_start is not None

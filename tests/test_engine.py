@@ -105,7 +105,7 @@ def test_level_updates_and_a_broken_listener(classifier, speech, tmp_path):
 
 
 def test_partial_windows_on_schedule_during_long_utterance(classifier, speech, tmp_path):
-    """Without deadline feedback the windows are exactly the offline grid (the feedback, which
+    """Without deadline feedback the windows are exactly the offline schedule (the feedback, which
     moves them earlier, is covered in tests/test_windows.py and the next test)."""
     source = PacedArraySource.from_file(speech["joined"], speed=2.0)
     offline = offline_utterances(source.audio)
@@ -121,8 +121,7 @@ def test_partial_windows_on_schedule_during_long_utterance(classifier, speech, t
     assert len(partials) + session.summary["dropped_partials"] + engine.skipped_stale_partials == len(scheduled)
     assert {(p.start_s, p.end_s) for p in partials} <= {(w.start_s, w.end_s) for w in scheduled}
     ends = np.array([p.end_s for p in partials])
-    offsets = (ends - utterance.start_s) / 0.5
-    assert np.allclose(offsets, np.round(offsets), atol=1e-3)      # on the hop grid
+    offsets = (ends - utterance.start_s) / 0.5                     # spacing: tests/test_windows.py
     assert offsets.min() == pytest.approx(2.0, abs=1e-3)           # first after min_window_ms
     assert np.all(np.diff(ends) > 0)
     for p in partials:
