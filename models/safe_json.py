@@ -104,6 +104,11 @@ def _parse_constant(name: str) -> Any:
     raise InputFileError(f"{name} is not a number JSON allows")
 
 
+# Built once: json.loads with any hook argument would build a new decoder for every call.
+_STRICT = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+_FAST = json.JSONDecoder(parse_constant=_parse_constant)
+
+
 def loads(text: str, source: str, schema: Any = None, number_hooks: bool = True) -> Any:
     """Parse JSON text within the limits, then check it against `schema` (None: any value).
 
@@ -111,9 +116,8 @@ def loads(text: str, source: str, schema: Any = None, number_hooks: bool = True)
     Python's own 4,300-digit limit and a float that overflows becomes inf, so the caller must check
     the numbers it uses are finite; NaN and Infinity are still refused."""
     _check_shape(text, source)
-    hooks = {"parse_int": _parse_int, "parse_float": _parse_float} if number_hooks else {}
     try:
-        value = json.loads(text, parse_constant=_parse_constant, **hooks)
+        value = (_STRICT if number_hooks else _FAST).decode(text)
     except InputFileError as exc:
         raise InputFileError(f"{source}: {exc}") from None
     except json.JSONDecodeError as exc:

@@ -155,7 +155,8 @@ def _never_targets(world, tmp_path) -> list[tuple[str, Path, str]]:
     cases += [("evaluate", world["a"] / "fold0", "input"), ("fuse", world["a"] / "fold0", "input"),
               ("fuse", world["a"], "input"), ("report", world["a"] / "cv_metrics.json", "input"),
               ("robustness", world["a"] / "folds.json", "input"), ("fit", world["csv"].parent, "input"),
-              ("cv", world["csv"], "input")]
+              ("cv", world["csv"], "input"), ("evaluate", world["b"] / "fold1", "trained model"),
+              ("report", world["b"], "trained model")]
     return cases
 
 
@@ -352,6 +353,9 @@ def _csv_cases(world, tmp_path, table: Path, good: str) -> None:
     table.write_bytes(b"file,label,speaker\nx\xe9.wav,anger,s1\n")
     assert_refused(run_train(command("fit", {**world, "csv": table}, tmp_path / "o")), str(table), "UTF-8")
     table.write_text(good.replace("file,label,speaker\n", "file,label,speaker\n../outside.wav,anger,x\n", 1))
-    allowed = run_train([*command("evaluate", {**world, "csv": table}, tmp_path / "o"), "--allow-outside-paths"])
-    assert allowed.code == 0 and "Traceback" not in allowed.err
+    before = snapshot(world["a"])   # set-level refuses --data with --level-dbfs after the CSV was checked: quick
+    allowed = run_train(["set-level", world["a"], "--level-dbfs", "-25", "--dataset", "csv", "--data", table,
+                         "--allow-outside-paths"])
+    assert_refused(allowed, "not both")
     assert "--allow-outside-paths: 1 file(s)" in allowed.out and "../outside.wav" in allowed.out
+    assert snapshot(world["a"]) == before

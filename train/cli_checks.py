@@ -123,6 +123,13 @@ def _check_csv_tables(ns: argparse.Namespace) -> None:
                   + ", ".join(outside[:5]) + (", ..." if len(outside) > 5 else ""))
 
 
+def _holds_trained_model(folder: Path) -> bool:
+    """A bundle, an ensemble or a cv run folder (folds.json), or a folder holding one a level down."""
+    from models.bundle import holds_model
+
+    return any(holds_model(f) or (f / "folds.json").is_file() for f in (folder, *folder.glob("*/")))
+
+
 def _is_empty_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
@@ -171,6 +178,9 @@ def output_mode(ns: argparse.Namespace) -> str:
     if os.path.lexists(out) and _is_empty_folder(out):
         check_out(out, inputs, overwrite=True)
         return "in-place"
+    if ns.command in ("evaluate", "robustness", "report") and out.is_dir() and _holds_trained_model(out):
+        raise OutputRefused(f"--out {out} is never written over: it holds a trained model, and {ns.command} "
+                            "writes only scores; pick a new folder")
     own = os.path.lexists(out) and _own_run(ns, out)
     check_out(out, inputs, overwrite=getattr(ns, "overwrite", False), own_run=own,
               what="RUN_DIR/robustness.json" if ns.command == "robustness" and ns.out is None else "--out")

@@ -16,6 +16,7 @@ The rule (docs/reliability.md):
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -138,9 +139,22 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, doc: Any) -> None:
-    """JSON (indent 1) written atomically; NaN or infinity is a ValueError, never invalid JSON on disk."""
+    """JSON (indent 1) written atomically. A NaN or infinite number (a diverged loss in a history)
+    is written as null: the file stays valid JSON and the rest of the result is kept."""
     try:
         text = json.dumps(doc, indent=1, sort_keys=False, allow_nan=False)
     except ValueError:
-        raise ValueError(f"{path}: a result is NaN or infinite; nothing written") from None
+        text = json.dumps(_finite_or_null(doc), indent=1, sort_keys=False, allow_nan=False)
     write_text(path, text)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    if hasattr(value, "tolist"):   # numpy scalars and arrays
+        return _finite_or_null(value.tolist())
+    return value
