@@ -198,18 +198,19 @@ def _json_default(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------- reading
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, schema_checked: bool = True) -> dict[str, Any]:
     """The one place bundle and ensemble JSON is parsed: a file holding one JSON object -> dict.
-    Anything else (missing, unreadable, not JSON, not an object) is a BundleError (one line)."""
+    Anything else (missing, not a regular file, not JSON, nested too deep, NaN, wrong types for
+    its schema) is a BundleError (one line naming the file and field); models/safe_json.py parses.
+    schema_checked=False: any JSON object (the peek_* views of partial or foreign files)."""
+    from models.safe_json import BUNDLE_SCHEMA, ENSEMBLE_SCHEMA, InputFileError, read_json
+
+    schema = {BUNDLE_JSON: BUNDLE_SCHEMA, ENSEMBLE_JSON: ENSEMBLE_SCHEMA}.get(Path(path).name, dict)
+    schema = schema if schema_checked else dict
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BundleError(f"cannot read {path}: {err}") from None
-    if not isinstance(doc, dict):
-        raise BundleError(f"{path} must hold a JSON object, found {type(doc).__name__}")
-    return doc
+        return read_json(path, schema, what=Path(path).name)
+    except InputFileError as err:
+        raise BundleError(str(err)) from None
 
 
 def is_bundle_folder(folder: str | Path) -> bool:
@@ -242,7 +243,7 @@ def _peek(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return _read_json(path)
+        return _read_json(path, schema_checked=False)
     except BundleError:
         return None
 
