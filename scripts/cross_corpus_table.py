@@ -24,9 +24,11 @@ from train.loco import LOCO_JSON, holdout_record  # noqa: E402
 
 
 def rows_from_loco(run: Path) -> list[tuple[str, str, dict]]:
-    summary = json.loads((run / LOCO_JSON).read_text())
+    """One row per held-out corpus and scoring variant, read from each RUN/holdout-*/loco.json."""
     rows = []
-    for corpus, record in summary["holdouts"].items():
+    for path in sorted(run.glob(f"holdout-*/{LOCO_JSON}")):
+        record = json.loads(path.read_text())
+        corpus = record["held_out"]
         for variant, scores in record["scores"].items():
             rows.append((f"{run.name} ({variant}; trained on {' + '.join(record['trained_on'])})", corpus, scores))
     return rows

@@ -21,6 +21,7 @@ from models.baseline import BaselineConfig
 from models.labels import EMOTIONS
 from train.corpora import DataError
 from train.evaluate import EvalResult, score_present_classes
+from train.folds import validation_split
 from train.reports import write_json
 
 LOCO_JSON = "loco.json"
@@ -55,20 +56,14 @@ def run_loco(spec, holdouts: tuple[str, ...] = ()) -> dict:
     loaded = load_run_data(spec, None, partial_classes=True)
     clips, data = loaded.clips, loaded.data
     out = Path(spec.out_dir)
-    summary_path = out / LOCO_JSON
-    summary = json.loads(summary_path.read_text()) if spec.resume and summary_path.is_file() else {}
-    summary.setdefault("holdouts", {})
     for held in holdouts or tuple(dict.fromkeys(spec.datasets)):
         folder = out / f"holdout-{held}"
         if spec.resume and (folder / LOCO_JSON).is_file():
             print(f"held-out {held}: already finished, reusing {folder / LOCO_JSON}")
-            summary["holdouts"][held] = json.loads((folder / LOCO_JSON).read_text())
             continue
         started = time.monotonic()
         train_idx = [i for i, c in enumerate(clips) if c.dataset != held]
         test_idx = [i for i, c in enumerate(clips) if c.dataset == held]
-        from train.folds import validation_split
-
         fit_idx, val_idx = validation_split(clips, train_idx, spec.train.seed, spec.val_fraction)
         print(f"held-out {held}: training on {len(fit_idx)} clips of "
               f"{', '.join(sorted({clips[i].dataset for i in train_idx}))}, scoring {len(test_idx)}")
@@ -86,11 +81,12 @@ def run_loco(spec, holdouts: tuple[str, ...] = ()) -> dict:
                   + ", ".join(f"{c} {s.recall:.2f}" for c, s in result.per_class.items()))
         record["wall_time_s"] = time.monotonic() - started + info["earlier_train_s"]
         _save(folder, model, spec, record, clips, train_idx)
-        summary["holdouts"][held] = record
-        if summary_path.is_file():  # a parallel --hold-out job may have added its corpus meanwhile
-            summary["holdouts"] = {**json.loads(summary_path.read_text())["holdouts"], **summary["holdouts"]}
-        write_json(summary_path, {**summary, "model": spec.model, "command": spec.command,
-                                  "datasets": spec.datasets, "training": spec.train.to_dict()})
+    # RUN/loco.json gathers every finished held-out corpus, also those of parallel --hold-out jobs
+    summary = {"model": spec.model, "command": spec.command, "datasets": spec.datasets,
+               "training": spec.train.to_dict(),
+               "holdouts": {p.parent.name.removeprefix("holdout-"): json.loads(p.read_text())
+                            for p in sorted(out.glob(f"holdout-*/{LOCO_JSON}"))}}
+    write_json(out / LOCO_JSON, summary)
     return summary
 
 
