@@ -107,3 +107,24 @@ def test_the_legend_names_the_model_that_drew_the_live_traces(qtbot):
     assert label.text == f"{PARTIAL_LEGEND}: conformer-v1"
     plot.clear()
     assert label.text == PARTIAL_LEGEND and plot.partial_model == ""
+
+
+def test_crema_replay_targets_judge_live_traces_only_on_enough_results():
+    """A starved host (one live result in a replay) gives n/a, not a PASS on one sample; the same
+    figures with enough results are judged against the issue's targets."""
+    from bench.report import MISS, NOT_MEASURED, PASS
+    from bench.runners import MIN_LIVE_SAMPLES, crema_replay_checks
+
+    def figures(partials: int, with_partial: int, agreement: float) -> dict:
+        return {"primary_utterances_upto_4s": 10, "primary_latency_upto_4s_p95_ms": 9.0, "primary_compute_p95_ms": 150.0,
+                "fallback_share": 0.0, "clips": 40, "models": {}, "dropped_utterances": 0, "utterances": 40,
+                "utterances_with_partial": with_partial, "last_partial_agreement": agreement, "partials": partials,
+                "partial_interval_p95_ms": 480.0, "partial_fallback_share": 0.01, "partial_models": {},
+                "live_trace_model_compute_p95_ms": 40.0, "load_average_before": 1.0, "load_average_after": 1.0}
+
+    live = slice(3, 6)
+    starved = crema_replay_checks(figures(1, 1, 1.0), figures(40, 30, 0.5), 180.0)
+    assert [c.verdict for c in starved[live]] == [NOT_MEASURED] * 3
+    judged = crema_replay_checks(figures(100, 38, 0.7), figures(100, 38, 0.5), 600.0)
+    assert [c.verdict for c in judged[live]] == [MISS, PASS, PASS] and MIN_LIVE_SAMPLES <= 38
+    assert "fast-model traces (before): 0.5" in judged[3].note
