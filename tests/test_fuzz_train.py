@@ -211,7 +211,7 @@ HOSTILE_TARGETS = [
     ("report", "cv_metrics.json", "summary"), ("evaluate", "fold0/bundle.json", "labels"),
     ("evaluate", "fold0/bundle.json", "model"), ("evaluate-ensemble", "ensemble.json", "members"),
     ("set-level", "fold1/bundle.json", "feature"), ("teacher", "folds.json", "speaker_fold"),
-    ("teacher", "ensemble.json", "members"),
+    ("teacher", "ensemble.json", "members"), ("resume", "fold1/metrics.json", "eval"),
 ]
 MUTATIONS = ["deep", "nan", "huge-int", "long-string", "wrong-type", "missing", "list", "truncated", "not-utf8",
              "fifo"]
@@ -244,6 +244,8 @@ def hostile_argv(name: str, world, run: Path, out: Path) -> list:
         return ["evaluate", "--bundle", run, *data_args(world), "--out", out]
     if name == "set-level":
         return ["set-level", run, "--level-dbfs", "-25"]
+    if name == "resume":   # cv --resume reuses the finished folds' metrics.json
+        return ["cv", *data_args(world), *TINY_ARGS, "--epochs", "1", "--folds", "2", "--resume", "--out", run]
     if name == "teacher":
         return ["cv", *data_args(world), *TINY_ARGS, "--epochs", "1", "--folds", "2", "--teacher", run, "--out", out]
     return command(name, world, out, run)

@@ -178,12 +178,12 @@ def output_mode(ns: argparse.Namespace) -> str:
     if os.path.lexists(out) and _is_empty_folder(out):
         check_out(out, inputs, overwrite=True)
         return "in-place"
-    if ns.command in ("evaluate", "robustness", "report") and out.is_dir() and _holds_trained_model(out):
-        raise OutputRefused(f"--out {out} is never written over: it holds a trained model, and {ns.command} "
-                            "writes only scores; pick a new folder")
     own = os.path.lexists(out) and _own_run(ns, out)
     check_out(out, inputs, overwrite=getattr(ns, "overwrite", False), own_run=own,
               what="RUN_DIR/robustness.json" if ns.command == "robustness" and ns.out is None else "--out")
+    if ns.command in ("evaluate", "robustness", "report") and out.is_dir() and _holds_trained_model(out):
+        raise OutputRefused(f"--out {out} is never written over: it holds a trained model, and {ns.command} "
+                            "writes only scores; pick a new folder")
     return "staged" if os.path.lexists(out) and not own else "in-place"
 
 
@@ -192,7 +192,7 @@ def robustness_out(ns: argparse.Namespace) -> Path:
 
 
 def check_run_files(ns: argparse.Namespace) -> None:
-    """The files of the cv runs a subcommand reads (fuse, robustness, a --teacher): folds.json, fold
+    """The files of the cv runs a subcommand reads (fuse, robustness, a --teacher, cv --resume): folds.json, fold
     metrics and every fold model's JSON, parsed by models.safe_json and type-checked before any work
     starts, so a hostile or damaged file is one line naming file and field, never a traceback or a
     failure halfway through (after progress bars, or with an output half made)."""
@@ -202,6 +202,9 @@ def check_run_files(ns: argparse.Namespace) -> None:
     runs = list(getattr(ns, "runs", None) or []) if ns.command == "fuse" else []
     if ns.command == "robustness":
         runs.append(Path(ns.run))
+    if ns.command == "cv" and ns.resume and (Path(ns.out) / "folds.json").is_file():
+        for metrics in Path(ns.out).glob("fold*/metrics.json"):   # finished folds are reused from these
+            read_json(metrics, FOLD_METRICS_SCHEMA)
     for run in runs:
         if not (run / "folds.json").is_file():
             continue   # the command says what is missing, in its own words
