@@ -1,5 +1,6 @@
 """How a trained model reads the clips whose label has no CREMA-D class (RAVDESS calm and surprised,
-EmoDB boredom): the share of each predicted class, per label. The measurement behind the choice, in
+EmoDB boredom): the share of each predicted class, per label. A model with a speaker baseline
+hears each speaker's clips of every label in file order, as one session. The measurement behind the choice, in
 docs/results/cross-corpus.md, of dropping those clips rather than mapping them onto a class.
 
   python scripts/unmapped_labels.py BUNDLE_OR_ENSEMBLE --ravdess ../shared/data/ravdess-speech \\
@@ -22,12 +23,30 @@ from models.labels import EMOTIONS  # noqa: E402
 UNMAPPED = {"ravdess": ("label", ("calm", "surprised")), "emodb": ("emotion", ("boredom",))}
 
 
-def unmapped_clips(corpus: str, root: Path) -> dict[str, list[Path]]:
-    """label -> files of `corpus` (its shared labels.csv) whose label has no CREMA-D class."""
-    column, labels = UNMAPPED[corpus]
+def speaker_sessions(corpus: str, root: Path) -> list[list[tuple[Path, str]]]:
+    """Every clip of `corpus` (its shared labels.csv) as (file, label), one list per speaker in file order."""
+    column, _ = UNMAPPED[corpus]
     with open(root / "labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {label: [root / r["file"] for r in rows if r[column] == label] for label in labels}
+    sessions: dict[str, list[tuple[Path, str]]] = {}
+    for r in rows:
+        sessions.setdefault(r["speaker"], []).append((root / r["file"], r[column]))
+    return list(sessions.values())
+
+
+def predicted_classes(classifier, corpus: str, root: Path) -> dict[str, list[int]]:
+    """label -> predicted class index of each clip whose label has no CREMA-D class. A model that
+    learns its speaker hears each speaker's clips (all labels) in file order, as one session."""
+    wanted = UNMAPPED[corpus][1]
+    out: dict[str, list[int]] = {label: [] for label in wanted}
+    for session in speaker_sessions(corpus, root):
+        classifier.reset_session()
+        for path, label in session:
+            if label in wanted or classifier.learns_speaker:
+                probs = classifier.predict_utterance([read_mono_16k(path)])
+                if label in wanted:
+                    out[label].append(int(probs[0].argmax()))
+    return out
 
 
 def main() -> int:
@@ -44,11 +63,10 @@ def main() -> int:
     for corpus, root in (("ravdess", ns.ravdess), ("emodb", ns.emodb)):
         if root is None:
             continue
-        for label, files in unmapped_clips(corpus, root).items():
-            probs = np.concatenate([classifier.predict([read_mono_16k(p) for p in files[i:i + 16]])
-                                    for i in range(0, len(files), 16)])
-            shares = np.bincount(probs.argmax(1), minlength=len(EMOTIONS)) / len(files)
-            print(f"| {corpus} | {label} | {len(files)} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
+        for label, classes in predicted_classes(classifier, corpus, root).items():
+            shares = np.bincount(classes, minlength=len(EMOTIONS)) / len(classes)
+            print(f"| {corpus} | {label} | {len(classes)} | " + " | ".join(f"{s:.2f}" for s in shares) + " |",
+                  flush=True)
     return 0
 
 
