@@ -179,7 +179,7 @@ def run_headless(args: argparse.Namespace) -> int:
         return EXIT_USER if is_user_error(engine.failure.cause) else EXIT_INTERNAL
     if interrupted.is_set():
         print("stopped by signal; timeline complete", file=sys.stderr)
-    cut_short = getattr(source, "cut_short", "")
+    cut_short = source.cut_short
     if cut_short and not interrupted.is_set():
         # The warning is already in the console and the timeline; the exit code must say it too.
         raise UsageError(f"input cut short: {cut_short}; the timeline {engine.timeline.path} keeps "

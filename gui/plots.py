@@ -183,7 +183,6 @@ class EmotionPlot(QWidget):
         self._legend_samples = (sample_final, sample_partial)
         self.legend.addItem(sample_final, "utterance (final)")
         self.legend.addItem(sample_partial, PARTIAL_LEGEND)
-        self._partial_label = self.legend.items[-1][1]
         self.partial_model = ""   # the model that made the latest live window, named in the legend
         self.legend.setColumnCount(4)
 
@@ -220,7 +219,7 @@ class EmotionPlot(QWidget):
             self._partials.append(prediction.end_s, values)
             if prediction.model != self.partial_model:
                 self.partial_model = prediction.model
-                self._partial_label.setText(f"{PARTIAL_LEGEND}: {prediction.model}")
+                self._partial_label().setText(f"{PARTIAL_LEGEND}: {prediction.model}")
         else:
             middle_s = 0.5 * (prediction.start_s + prediction.end_s)
             self._finals.append(middle_s, values)
@@ -243,13 +242,18 @@ class EmotionPlot(QWidget):
         self._dirty = True
         self.refresh()
 
+    def _partial_label(self):
+        """The legend's live-window label, looked up each time: holding the wrapper would keep it
+        alive in Python after Qt deletes the plot, which pyqtgraph's resize handling trips over."""
+        return self.legend.items[-1][1]
+
     def clear(self) -> None:
         self._finals.clear()
         self._smoothed.clear()
         self._smoother.reset()
         self._partials.clear()
         self.partial_model = ""
-        self._partial_label.setText(PARTIAL_LEGEND)
+        self._partial_label().setText(PARTIAL_LEGEND)
         self._utterances.clear()
         self._span_starts.clear()
         self._span_ends.clear()

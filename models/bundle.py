@@ -82,16 +82,14 @@ def save_bundle(out_dir: str | Path, model: Any, name: str, meta: dict[str, Any]
     as extra top-level entries. The model must provide model_args().
     """
     from torch import nn
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
 
     from models.contract import FunctionalsModel, TrainableModel
 
     get_spec(name)
     meta = dict(meta or {})
-    # DistributedDataParallel (.module) and torch.compile (._orig_mod) wrappers prefix the state-dict keys.
-    for wrapper_attr in ("module", "_orig_mod"):
-        inner = getattr(model, wrapper_attr, None)
-        if isinstance(model, nn.Module) and isinstance(inner, nn.Module):
-            model = inner
+    while isinstance(model, (DataParallel, DistributedDataParallel)):  # they prefix state-dict keys "module."
+        model = model.module
     kind = "torch" if isinstance(model, nn.Module) else "sklearn"
     if not isinstance(model, (TrainableModel, FunctionalsModel)):
         raise TypeError(f"{type(model).__name__} is neither a TrainableModel nor a FunctionalsModel "

@@ -68,6 +68,7 @@ class FunctionalsModel(Protocol):
     fit(X [N, F], y [N]); predict_proba(X [N, F]) -> [N, 6]; classes_ [K] class indices."""
 
     functionals_set: str
+    classes_: np.ndarray
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Any: ...
 

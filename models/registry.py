@@ -26,11 +26,15 @@ class ModelSpec:
     """One registry entry.
 
     factory: "package.module:callable" imported on first use.
-    family: "logmel" (log-mel front end), "ssl" (pretrained backbone on raw
-        audio), "classical" (scikit-learn on openSMILE functionals).
+    family: what the entry is, for listings and reports (never for control flow: ask the
+        built model through models/contract.py): "logmel" (log-mel front end), "ssl"
+        (self-supervised pretrained backbone on raw audio: WavLM, Wav2Vec2), "whisper" (heads on a
+        frozen, supervised Whisper encoder), "classical" (scikit-learn on openSMILE functionals).
     defaults: constructor keyword arguments that define this entry (e.g. the
         Conformer V3.2 kernel size); caller arguments override them.
     summary: one line for --help and reports.
+    pretrained_encoder: building the entry loads a large pretrained encoder (seconds, hundreds of
+        MB), so code that only wants to ask the model a question should not build it.
     """
 
     name: str
@@ -38,6 +42,7 @@ class ModelSpec:
     family: str
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    pretrained_encoder: bool = False
 
     def resolve(self) -> Callable[..., Any]:
         module_name, _, attr = self.factory.partition(":")
@@ -94,11 +99,11 @@ for _spec in (
               "ComParE 2016 (6373 functionals) + L2 logistic regression",
               {"feature_set": "ComParE_2016", "classifier": "logreg", "C": 1e-3}),
     ModelSpec("wavlm-ultimate", "models.arch.ssl_heads:build_wavlm_ultimate", "ssl",
-              "WavLM layer-weighted sum + BiLSTM + attention pooling, focal loss"),
+              "WavLM layer-weighted sum + BiLSTM + attention pooling, focal loss", pretrained_encoder=True),
     ModelSpec("wav2vec2-bilstm", "models.arch.ssl_heads:build_wav2vec2_bilstm", "ssl",
-              "fine-tuned Wav2Vec2 (top layers) + BiLSTM head"),
-    ModelSpec("whisper-ultimate", "models.arch.whisper_heads:build_whisper_ultimate", "ssl",
+              "fine-tuned Wav2Vec2 (top layers) + BiLSTM head", pretrained_encoder=True),
+    ModelSpec("whisper-ultimate", "models.arch.whisper_heads:build_whisper_ultimate", "whisper",
               "frozen Whisper encoder (encoder=tiny.en|base, pinned pip package), layer-weighted sum "
-              "(layer_pooling=weighted|last) + BiLSTM + attention pooling, focal loss"),
+              "(layer_pooling=weighted|last) + BiLSTM + attention pooling, focal loss", pretrained_encoder=True),
 ):
     register(_spec)

@@ -27,7 +27,7 @@ import math
 import queue
 import threading
 import time
-from typing import Callable, Union
+from typing import Callable, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -48,7 +48,17 @@ __all__ = ["Engine", "EngineConfig", "EngineError", "EngineFailure", "block_dbfs
 
 log = logging.getLogger("ved.engine")
 Listener = Callable[[EngineEvent], None]
-ClassifierOrLoader = Union[Classifier, Callable[[], Classifier]]
+@runtime_checkable
+class NamedLoader(Protocol):
+    """Deferred model loading (realtime.wiring.primary_loader): calling it loads the model; `name`
+    (the folder's) names it in the status line when loading fails."""
+
+    name: str
+
+    def __call__(self) -> Classifier: ...
+
+
+ClassifierOrLoader = Union[Classifier, NamedLoader, Callable[[], Classifier]]
 
 
 class EngineFailure(RuntimeError):
@@ -183,7 +193,7 @@ class Engine:
         spec = self._primary_spec
         if spec is None:
             return
-        name = getattr(spec, "name", "primary")
+        name = spec.name if isinstance(spec, (Classifier, NamedLoader)) else "primary"
         try:
             primary = spec if isinstance(spec, Classifier) else spec()
             if self.cfg.warmup_models:
@@ -193,7 +203,14 @@ class Engine:
             self._status("error", f"primary model {name} unavailable ({first_line}); "
                                   f"running on fallback {self.fallback.name}", fallback_active=True)
             return
+        primary.reset_session()   # a new session: the speaker baseline (if any) starts empty
         self.primary = primary
+
+    def reset_speaker(self) -> None:
+        """The speaker changed: the primary forgets the speaker baseline it learnt (models/baseline.py)
+        before its next classification. Safe from any thread; nothing happens for models without one."""
+        if self._worker is not None:
+            self._worker.speaker_reset.set()
 
     def _thread(self, role: str, body: Callable[[], None]) -> threading.Thread:
         def guarded() -> None:
@@ -263,7 +280,7 @@ class Engine:
         return self._worker.skipped_stale_partials if self._worker is not None else 0
 
     def summary(self) -> SessionSummary:
-        self.metrics.set_audio_drops(int(getattr(self.source, "dropped_blocks", 0)))
+        self.metrics.set_audio_drops(int(self.source.dropped_blocks))
         return self.metrics.summary()
 
     # ------------------------------------------------------------ segmentation thread
@@ -361,7 +378,7 @@ class Engine:
 
     # ------------------------------------------------------------ publishing
     def _report_drops(self, reason: str, time_s: float = 0.0, force: bool = False) -> None:
-        notice = self.metrics.set_audio_drops(int(getattr(self.source, "dropped_blocks", 0)))
+        notice = self.metrics.set_audio_drops(int(self.source.dropped_blocks))
         if notice == self._last_drops and not force:
             return
         self._last_drops = notice

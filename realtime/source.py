@@ -49,12 +49,14 @@ class AudioSource(ABC):
 
     description: human text for the timeline header ("mic: USB Audio (index 3)").
     dropped_blocks: blocks dropped because the output queue was full.
+    cut_short: why a file could not be read to its end ("" when it was, and for a microphone).
     status_listener: optional callable(state: str, message: str) the source calls
         on device loss / reconnect; set by the engine before start().
     """
 
     description: str = ""
     dropped_blocks: int = 0
+    cut_short: str = ""
 
     def __init__(self) -> None:
         self.status_listener = None
@@ -71,6 +73,11 @@ class AudioSource(ABC):
     def is_live(self) -> bool:
         """True for a microphone (real-time, drop on overflow); False for files."""
         return False
+
+    @property
+    def input_path(self) -> str | None:
+        """The audio file being read; None for a microphone."""
+        return None
 
 
 class ThreadedSource(AudioSource):

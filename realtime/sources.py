@@ -160,6 +160,10 @@ class FileSource(ThreadedSource):
         self.warning = ""   # what was repaired in the input (truncation, NaN/inf, clipping), once finished
 
     @property
+    def input_path(self) -> str | None:
+        return self.info.path
+
+    @property
     def finished(self) -> bool:
         """True once the reader thread has put END_OF_STREAM (or was stopped)."""
         return self._thread is not None and not self._thread.is_alive()

@@ -118,12 +118,11 @@ def session_header(source: AudioSource, fallback: Classifier, cfg: EngineConfig,
                    primary_dir: str | os.PathLike | None, compute: str,
                    fallback_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """The timeline header fields (TimelineWriter adds type, format_version, started_utc)."""
-    info = getattr(source, "info", None)
     return {
         "app": "VED", "app_version": APP_VERSION,
         "input": source.description,
         "input_kind": "microphone" if source.is_live else "file",
-        "input_path": getattr(info, "path", None),
+        "input_path": source.input_path,
         "sample_rate_hz": TARGET_RATE_HZ,
         "model": {"name": fallback.name, "checkpoint_hash": fallback.checkpoint_hash,
                   "device": fallback.device, "bundle": str(fallback_dir) if fallback_dir else None,

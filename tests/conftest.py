@@ -151,3 +151,21 @@ def espeak_wav(tmp_path_factory) -> Path:
 def sine(freq_hz: float, seconds: float, rate_hz: int, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * rate_hz)) / rate_hz
     return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _qt_objects_collected_in_their_own_test(request):
+    """A GUI test's deleted windows are garbage-collected before the next test runs Qt's event loop:
+    a collection that lands inside a later test's event processing can hand pyqtgraph a resize
+    event for a label whose C++ object is gone (a segfault, seen in the full suite only)."""
+    yield
+    if "qtbot" in request.fixturenames:
+        import gc
+
+        from PyQt5.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if app is not None:
+            app.processEvents()
+            gc.collect()
+            app.processEvents()

@@ -231,13 +231,10 @@ def test_ensemble_folder_dispatches_to_load_ensemble(tmp_path, monkeypatch):
 
 
 def test_save_bundle_unwraps_ddp_style_wrappers(tmp_path):
-    class Wrapper(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.module = inner
-
     model = build_model("cnn").eval()
-    save_bundle(tmp_path / "wrapped", Wrapper(model), "cnn")
+    wrapped = torch.nn.DataParallel(model, device_ids=[])  # the same "module." keys as DistributedDataParallel
+    assert all(key.startswith("module.") for key in wrapped.state_dict())
+    save_bundle(tmp_path / "wrapped", wrapped, "cnn")
     loaded, _ = load_bundle(tmp_path / "wrapped")
     assert set(loaded.state_dict()) == set(model.state_dict())
     assert not any(key.startswith("module.") for key in loaded.state_dict())

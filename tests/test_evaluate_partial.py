@@ -51,10 +51,16 @@ def test_restricted_argmax_and_six_way_confusion():
 
 
 def _csv(path: Path, rows: list[tuple[Path, str, str]]) -> Path:
+    """A corpus CSV whose clips are links inside its own folder (paths outside it are refused)."""
+    clips = path.parent / "clips"
+    clips.mkdir(exist_ok=True)
+    for p, _, _ in rows:
+        if not (clips / p.name).exists():
+            (clips / p.name).symlink_to(p.resolve())
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "label", "speaker"])
-        writer.writerows((str(p), label, speaker) for p, label, speaker in rows)
+        writer.writerows((f"clips/{p.name}", label, speaker) for p, label, speaker in rows)
     return path
 
 

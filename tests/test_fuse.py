@@ -109,4 +109,4 @@ def test_runs_that_cannot_be_fused_are_one_line_errors(emodb_subset, runs, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fold(s) [1] are not finished" in err[0]
     assert _fuse(emodb_subset, run["enc-a"], run["enc-a"], run["enc-b"]) == 2
-    assert "is one of the runs" in capsys.readouterr().err
+    assert "is an input of this command" in capsys.readouterr().err

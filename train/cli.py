@@ -292,7 +292,7 @@ def _teacher_weight(ns: argparse.Namespace) -> float | None:
         if ns.teacher_weight is not None:
             raise ValueError("--teacher-weight needs --teacher DIR")
         return None
-    if fits_on_functionals(ns.model, parse_model_args(ns.model_arg, ns.backbone)):
+    if fits_on_functionals(ns.model):
         raise ValueError(f"--teacher: {ns.model} is fitted on hard labels only; distil into a neural model")
     if not ns.teacher.is_dir():
         raise ValueError(f"--teacher folder not found: {ns.teacher}")

@@ -93,6 +93,9 @@ def check_out(out: Path, inputs: Iterable[Path] = (), overwrite: bool = False, o
     own_run: `out` is this command's own resumable run (cv/fit --resume, cv --fold jobs) or its own
     earlier output that it updates (a report file with report markers)."""
     out = Path(out)
+    folder = next((p for p in out.absolute().parents if os.path.lexists(p)), None)
+    if folder is not None and not folder.is_dir():
+        raise OutputRefused(f"{what} {out} cannot be made: {folder} is a file, not a folder")
     reason = protected(out, inputs)
     if reason:
         raise OutputRefused(f"{what} {out} is never written over: {reason}")
@@ -104,7 +107,7 @@ def check_out(out: Path, inputs: Iterable[Path] = (), overwrite: bool = False, o
 
 @contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield an empty folder `PARENT/.NAME.staging-XXXX/NAME` (same leaf name, so reports and
+    """Yield an empty folder `PARENT/.NAME.staging-<random>/NAME` (same leaf name, so reports and
     ensembles written inside name it right); when the block succeeds it is renamed to `out`,
     replacing whatever is there (the caller checked with check_out); when it fails, it is removed
     and `out` is untouched."""

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from models.bundle import is_bundle_folder, peek_ensemble_meta, save_bundle, save_ensemble
-from models.contract import shares_frontend
+from models.contract import FunctionalsModel, shares_frontend
 from models.labels import EMOTIONS
 from models.registry import get_spec
 from train.corpora import AudioCache, Clip, DataError, LoadResult, load_datasets, provenance
@@ -107,7 +107,8 @@ def load_run_data(spec: RunSpec, functionals: str | None, partial_classes: bool 
         else:
             egemaps = functionals_batch(waves, functionals, progress=dist_info().is_main)
         egemaps = np.asarray(egemaps, dtype=np.float32)
-    return LoadedData(result.clips, ClipData(waves, labels, egemaps), result)
+    return LoadedData(result.clips, ClipData(waves, labels, egemaps, speakers=[c.speaker for c in result.clips],
+                                             corpora=[c.dataset for c in result.clips]), result)
 
 
 def _check_scorable(result: LoadResult) -> None:
@@ -125,12 +126,23 @@ def _check_scorable(result: LoadResult) -> None:
         raise DataError(f"scoring needs usable clips of at least two classes; this set has {have}")
 
 
+def fits_on_functionals(model_name: str) -> bool:
+    """True when the entry builds a FunctionalsModel (models/contract.py: fitted once on hard labels,
+    no epochs, no soft targets). Asked of an untrained build with the entry's own arguments (the kind
+    does not depend on them); pretrained-encoder heads are never one and are not built to ask."""
+    from models.registry import build_model
+
+    if get_spec(model_name).pretrained_encoder:
+        return False
+    return isinstance(build_model(model_name), FunctionalsModel)
+
+
 def _functionals_set(spec: RunSpec) -> str | None:
     """The openSMILE set the model reads (its `functionals_set`, models.contract; built once to ask),
-    else None. Pretrained-backbone models never need functionals, and building one would load the backbone."""
-    from models.registry import build_model, get_spec
+    else None. Pretrained-encoder models never need functionals, and building one would load the encoder."""
+    from models.registry import build_model
 
-    if get_spec(spec.model).family not in ("logmel", "classical"):
+    if get_spec(spec.model).pretrained_encoder:
         return None
     model = build_model(spec.model, **spec.model_args)
     return model.functionals_set
@@ -149,7 +161,7 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
     With spec.teacher_dir, the teacher's probabilities on the training clips join the targets: the
     mean of its `teacher_members` (member names in its ensemble), or of the whole model when None.
     """
-    from models.registry import build_model, get_spec
+    from models.registry import build_model
     from train.loop import resolve_device
     from train.teacher import teacher_probabilities
 
@@ -157,13 +169,11 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
     if spec.teacher_dir is not None:
         fit_data.teacher = teacher_probabilities(spec.teacher_dir, fit_data.waves, resolve_device(spec.train.device),
                                                  teacher_members, spec.cache_dir)
-    args = dict(spec.model_args)
-    if get_spec(spec.model).family == "classical":
-        model = build_model(spec.model, **args)
+    model = build_model(spec.model, **spec.model_args)
+    if isinstance(model, FunctionalsModel):
         model.fit(fit_data.egemaps, fit_data.labels)
         val = score(val_data.labels, model.predict_proba(val_data.egemaps).argmax(1)).to_dict() if val_idx else None
         return model, {"val": val, "history": [], "best_epoch": None, "earlier_train_s": 0.0}
-    model = build_model(spec.model, **args)
     model.fit_normalisation(fit_data.waves, fit_data.egemaps)
     result = train_model(model, fit_data, val_data, spec.train, run_dir, resume=spec.resume,
                          cache_dir=spec.cache_dir)
@@ -174,11 +184,43 @@ def _fit_one(spec: RunSpec, data: ClipData, clips: list[Clip], fit_idx: list[int
                           "earlier_train_s": result.earlier_train_s}
 
 
-def _predict(model: Any, data: ClipData) -> np.ndarray:
-    """Probabilities [N, 6] from a trained torch model or the eGeMAPS SVM."""
+def _predict(model: Any, data: ClipData, spec: RunSpec | None = None, baseline: Any = "as-trained") -> np.ndarray:
+    """Probabilities [N, 6] from a trained torch model or the eGeMAPS SVM.
+
+    With a per-speaker baseline (models.baseline.BaselineConfig; "as-trained": spec.train.speaker_baseline),
+    a frozen-encoder model trained from spec.cache_dir is scored from that cache, each speaker's clips
+    normalised with the running baseline in list order, as `train evaluate` and the monitor do."""
+    from models.contract import CacheableFrontEnd
+
     if not isinstance(model, nn.Module):  # a functionals classifier (models/svm.py)
         return np.asarray(model.predict_proba(data.egemaps), dtype=np.float32)
-    return predict_proba(model, data)
+    if baseline == "as-trained":
+        baseline = None if spec is None else spec.train.speaker_baseline
+    if baseline is None:  # the full-precision encoder, as before baselines existed
+        return predict_proba(model, data)
+    if spec is None or spec.cache_dir is None or not isinstance(model, CacheableFrontEnd):
+        raise ValueError("per-speaker normalisation needs a frozen-encoder model and --cache-dir")
+    import torch
+
+    from train.feature_cache import CachedHead, SpeakerNorm, cached_feature_data
+
+    items, _, time_axis = cached_feature_data(model, data.waves, Path(spec.cache_dir), torch.device("cpu"),
+                                              dist_info())
+    norm = SpeakerNorm(baseline).add(items, data.speakers)
+    return CachedHead(model, time_axis).predict_items(items, spec.train.eval_batch_size, "cpu", norm)
+
+
+def corpus_scores(clips: list[Clip], labels: np.ndarray, oof: np.ndarray, folds: list) -> dict:
+    """Pooled CV, per corpus: the out-of-fold scores on its clips and the mean ± std over folds of
+    each fold's scores on its own test speakers of that corpus."""
+    corpora = sorted({c.dataset for c in clips})
+    out = {}
+    for corpus in corpora:
+        mine = np.array([c.dataset == corpus for c in clips])
+        per_fold = [score(labels[idx], oof[idx]) for idx in
+                    (np.array([i for i in f.test_idx if mine[i]]) for f in folds) if len(idx)]
+        out[corpus] = {"oof": score(labels[mine], oof[mine]).to_dict(), "summary": summarise_folds(per_fold)}
+    return out
 
 
 def _validation_info(clips: list[Clip], val_idx: list[int], val_fraction: float) -> dict:
@@ -246,7 +288,7 @@ def run_cv(spec: RunSpec) -> RunOutcome:
         fit_idx, val_idx = validation_split(clips, fold.train_idx, spec.train.seed + fold.index, spec.val_fraction)
         model, info = _fit_one(spec, data, clips, fit_idx, val_idx, fold_dir, teachers.get(fold.index))
         shared_backbone = shares_frontend(model)
-        probs = _predict(model, data.subset(fold.test_idx))
+        probs = _predict(model, data.subset(fold.test_idx), spec)
         preds = probs.argmax(1)
         oof[fold.test_idx] = preds
         oof_probs[fold.test_idx] = probs
@@ -286,16 +328,20 @@ def run_cv(spec: RunSpec) -> RunOutcome:
                "wall_time_s": time.monotonic() - started,
                "fold_wall_time_s": [fold_seconds[f.index] for f in folds], "training": _training_meta(spec),
                "data": provenance(clips, spec.datasets, spec.data_dirs)}
+    if len(set(spec.datasets)) > 1:
+        payload["by_corpus"] = corpus_scores(clips, data.labels, oof, folds)
+        for corpus, scores in payload["by_corpus"].items():
+            _say(f"  {corpus}: macro-F1 {scores['summary']['macro_f1']['mean']:.3f} ± "
+                 f"{scores['summary']['macro_f1']['std']:.3f} over folds, out-of-fold {scores['oof']['macro_f1']:.3f}")
     if dist.is_main:
         write_json(out / "cv_metrics.json", payload)
         write_run_oof(out, clips, folds, oof_probs, _say)
         save_ensemble(out, [f"fold{f.index}" for f in folds], shared_backbone, backbone_dir)
         plot_confusion(oof_eval, out / "confusion_oof.png", f"{spec.model} {len(folds)}-fold CV, out-of-fold")
         (out / "report.md").write_text(comparison_table([out]))
-        if get_spec(spec.model).family == "ssl":
-            from train.ssl_report import write_layer_weight_report
+        from train.ssl_report import write_layer_weight_report
 
-            write_layer_weight_report(out)   # learned layer weights per fold and averaged
+        write_layer_weight_report(out)   # learned layer weights per fold and averaged (heads that learn them)
         _say(f"CV macro-F1 {summary['macro_f1']['mean']:.3f} ± {summary['macro_f1']['std']:.3f} "
              f"(out-of-fold {oof_eval.macro_f1:.3f}) in {payload['wall_time_s'] / 60:.1f} min -> {out}")
     return RunOutcome(payload, model)
@@ -332,6 +378,25 @@ def run_fit(spec: RunSpec) -> RunOutcome:
     return RunOutcome(payload, model)
 
 
+def _predict_speaker_by_speaker(classifier: Any, data: ClipData, batch_size: int) -> np.ndarray:
+    """Probabilities [N, 6] from a model that learns its speaker (a per-speaker baseline): each
+    speaker is a session of its own, its clips its utterances in file order, as the monitor hears them."""
+    from tqdm import tqdm
+
+    probs = np.zeros((len(data.waves), len(EMOTIONS)), dtype=np.float32)
+    order: dict[str, list[int]] = {}
+    for i, speaker in enumerate(data.speakers):
+        order.setdefault(speaker, []).append(i)
+    with tqdm(total=len(data.waves), desc="evaluating speaker by speaker", unit="clip") as bar:
+        for clips in order.values():
+            classifier.reset_session()
+            for start in range(0, len(clips), batch_size):
+                batch = clips[start:start + batch_size]
+                probs[batch] = classifier.predict_utterance([data.waves[i] for i in batch])
+                bar.update(len(batch))
+    return probs
+
+
 def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalResult:
     """Score a bundle (or ensemble folder) on a dataset; writes metrics.json + confusion.png to out_dir."""
     from tqdm import tqdm
@@ -342,10 +407,13 @@ def run_evaluate(bundle_dir: Path, spec: RunSpec, batch_size: int = 16) -> EvalR
     classifier = load_classifier(str(bundle_dir), device=None if spec.train.device == "auto" else spec.train.device)
     raw_model, calibration = without_calibration(classifier)   # ECE and Brier before and after calibration
     loaded = load_run_data(spec, functionals=None, partial_classes=True)
-    probs = []
-    for start in tqdm(range(0, len(loaded.data.waves), batch_size), desc="evaluating", unit="batch"):
-        probs.append(raw_model.predict(loaded.data.waves[start:start + batch_size]))
-    raw = np.concatenate(probs)
+    if raw_model.learns_speaker:
+        raw = _predict_speaker_by_speaker(raw_model, loaded.data, batch_size)
+    else:
+        probs = []
+        for start in tqdm(range(0, len(loaded.data.waves), batch_size), desc="evaluating", unit="batch"):
+            probs.append(raw_model.predict(loaded.data.waves[start:start + batch_size]))
+        raw = np.concatenate(probs)
     calibration_info = calibration_summary(raw, loaded.data.labels, calibration)
     scores = score_present_classes(loaded.data.labels, raw if calibration is None else calibration.apply(raw),
                                    EMOTIONS)
